@@ -1,0 +1,17 @@
+"""Errors that name what was expected, what was found, and how to fix it."""
+
+
+class ModelLoadError(ValueError):
+    """A model file or folder that cannot be read as a NeMo export or checkpoint."""
+
+
+class WeightNotFoundError(ModelLoadError):
+    """A parameter could not be recovered from the graph (or matched more than once)."""
+
+
+class NoCacheSupportError(ModelLoadError):
+    """An ONNX encoder exported without cache support: it cannot stream."""
+
+    HOW_TO_FIX = ("re-export it with cache support: model.set_export_config({'cache_support': 'True'}) before "
+                  "model.export(...), after model.encoder.set_default_att_context_size([L, R]) for the look-ahead "
+                  "you deploy (one ONNX encoder serves exactly one look-ahead)")
