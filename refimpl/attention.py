@@ -60,8 +60,24 @@ def rel_shift(x: np.ndarray) -> np.ndarray:
     return x.reshape(b, h, t, p)
 
 
+def rel_pos_attention_core(q_u, q_v, k, v, p, att_mask):
+    """Scores, rel_shift, mask, softmax and context for one chunk: the part a Numba kernel replaces.
+
+    q_u, q_v [B, H, T, dk] (queries + pos_bias_u / pos_bias_v), k, v [B, H, S, dk] (S = C + T keys),
+    p [H, 2S-1, dk] projected positions, att_mask [B, T, S] True = masked -> context [B, H, T, dk].
+    """
+    s = k.shape[2]
+    matrix_ac = q_u @ k.transpose(0, 1, 3, 2)  # [B, H, T, S]
+    matrix_bd = rel_shift(q_v @ p.transpose(0, 2, 1))[..., :s]  # [B, H, T, S]
+    scores = (matrix_ac + matrix_bd) / math.sqrt(q_u.shape[-1])
+    mask = att_mask[:, None]  # [B, 1, T, S]
+    attn = softmax(np.where(mask, -INF_VAL, scores), axis=-1)
+    attn = np.where(mask, 0.0, attn).astype(q_u.dtype, copy=False)
+    return attn @ v
+
+
 def rel_pos_mha(x: np.ndarray, cache: np.ndarray | None, params: dict, *, pos_emb: np.ndarray,
-                att_mask: np.ndarray, n_heads: int):
+                att_mask: np.ndarray, n_heads: int, backend: str = "numpy"):
     """x [B, T, d] (post-norm), cache [B, C, d] or None -> (out [B, T, d], cache_next [B, C, d] or None).
 
     pos_emb [2(C+T)-1, d]; att_mask [B, T, C+T] True = masked.
@@ -76,11 +92,9 @@ def rel_pos_mha(x: np.ndarray, cache: np.ndarray | None, params: dict, *, pos_em
     p = linear(pos_emb, params["linear_pos"]).reshape(-1, n_heads, dk).transpose(1, 0, 2)  # [H, 2L-1, dk]
     q_u = (q + params["pos_bias_u"]).transpose(0, 2, 1, 3)  # [B, H, T, dk]
     q_v = (q + params["pos_bias_v"]).transpose(0, 2, 1, 3)
-    matrix_ac = q_u @ k.transpose(0, 1, 3, 2)  # [B, H, T, C+T]
-    matrix_bd = rel_shift(q_v @ p.transpose(0, 2, 1))[..., : kv.shape[1]]  # [B, H, T, C+T]
-    scores = (matrix_ac + matrix_bd) / math.sqrt(dk)
-    mask = att_mask[:, None]  # [B, 1, T, C+T]
-    attn = softmax(np.where(mask, -INF_VAL, scores), axis=-1)
-    attn = np.where(mask, 0.0, attn).astype(x.dtype, copy=False)
-    ctx = (attn @ v).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]
+    if backend == "numba":
+        from .kernels import rel_pos_attention_core as core
+    else:
+        core = rel_pos_attention_core
+    ctx = core(q_u, q_v, k, v, p, att_mask).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]
     return linear(ctx, params["linear_out"]), cache_next

@@ -16,7 +16,8 @@ def feed_forward(x: np.ndarray, params: dict) -> np.ndarray:
 
 
 def conformer_layer(x: np.ndarray, params: dict, *, cache_last_channel, cache_last_time, pos_emb, att_mask,
-                    pad_mask, n_heads: int, conv_norm_type: str, taps: dict | None = None, name: str = ""):
+                    pad_mask, n_heads: int, conv_norm_type: str, backend: str = "numpy", taps: dict | None = None,
+                    name: str = ""):
     """x [B, T, d] -> (y [B, T, d], cache_last_channel_next [B, C, d], cache_last_time_next [B, d, K-1]).
 
     Caches are this layer's slices (None offline). ``taps``, when given, receives each sub-block's input
@@ -36,14 +37,14 @@ def conformer_layer(x: np.ndarray, params: dict, *, cache_last_channel, cache_la
     h = layer_norm(residual, params["norm_self_att"])
     tap("self_attn/input", h)
     h, cache_last_channel_next = rel_pos_mha(h, cache_last_channel, params["self_attn"], pos_emb=pos_emb,
-                                             att_mask=att_mask, n_heads=n_heads)
+                                             att_mask=att_mask, n_heads=n_heads, backend=backend)
     tap("self_attn/output", h)
     residual = residual + h
 
     h = layer_norm(residual, params["norm_conv"])
     tap("conv/input", h)
     h, cache_last_time_next = conformer_convolution(h, cache_last_time, pad_mask, params["conv"],
-                                                    norm_type=conv_norm_type)
+                                                    norm_type=conv_norm_type, backend=backend)
     tap("conv/output", h)
     residual = residual + h
 

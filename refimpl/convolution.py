@@ -38,12 +38,16 @@ def batch_norm(x: np.ndarray, params: dict, eps: float = BATCH_NORM_EPS) -> np.n
 
 
 def conformer_convolution(x: np.ndarray, cache: np.ndarray | None, pad_mask: np.ndarray, params: dict, *,
-                          norm_type: str):
+                          norm_type: str, backend: str = "numpy"):
     """x [B, T, d] (post norm_conv), cache [B, d, K-1] or None, pad_mask [B, T] True = padded
     -> (y [B, T, d], cache_next [B, d, K-1] or None)."""
     h = glu(pointwise_conv1d(x, params["pointwise_conv1"]), axis=-1)  # [B, T, d]
     h = np.where(pad_mask[:, :, None], 0.0, h).astype(x.dtype, copy=False)
-    h, cache_next = causal_depthwise_conv1d(h.transpose(0, 2, 1), cache, params["depthwise_conv"])  # [B, d, T]
+    if backend == "numba":
+        from .kernels import causal_depthwise_conv1d as depthwise
+    else:
+        depthwise = causal_depthwise_conv1d
+    h, cache_next = depthwise(h.transpose(0, 2, 1), cache, params["depthwise_conv"])  # [B, d, T]
     if norm_type == "layer_norm":
         h = layer_norm(h.transpose(0, 2, 1), params["batch_norm"])  # NeMo keeps the name batch_norm
     elif norm_type == "batch_norm":

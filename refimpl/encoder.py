@@ -42,7 +42,7 @@ def initial_cache(cfg, batch: int, dtype=np.float32):
 
 
 def encoder_step(audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len, params: dict,
-                 cfg, *, att_context_size=None, taps: dict | None = None) -> EncoderOutput:
+                 cfg, *, att_context_size=None, backend: str = "numpy", taps: dict | None = None) -> EncoderOutput:
     """One encoder call. ``params`` = weights["encoder"]; ``cfg`` = EncoderConfig; ``att_context_size``
     defaults to ``cfg.att_context_size``. ``taps`` (a dict) receives intermediates keyed by NeMo module path."""
     att = tuple(att_context_size if att_context_size is not None else cfg.att_context_size)
@@ -78,7 +78,7 @@ def encoder_step(audio_signal, length, cache_last_channel, cache_last_time, cach
             cache_last_channel=cache_last_channel[:, i] if streaming else None,
             cache_last_time=cache_last_time[:, i] if streaming else None,
             pos_emb=pos_emb, att_mask=att_mask, pad_mask=pad_mask, n_heads=cfg.n_heads,
-            conv_norm_type=cfg.conv_norm_type, taps=taps, name=name)
+            conv_norm_type=cfg.conv_norm_type, backend=backend, taps=taps, name=name)
         if taps is not None:
             taps[f"{name}/output"] = x
         ccn.append(cc)

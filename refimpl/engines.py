@@ -74,7 +74,8 @@ class RefimplEngine:
                 taps: dict | None = None) -> dict:
         cast = lambda a: None if a is None else np.asarray(a, self.dtype)  # noqa: E731
         out = encoder_step(cast(audio_signal), length, cast(cache_last_channel), cast(cache_last_time),
-                           cache_last_channel_len, self.weights["encoder"], self.config.encoder, taps=taps)
+                           cache_last_channel_len, self.weights["encoder"], self.config.encoder,
+                           backend=self.backend, taps=taps)
         return {"outputs": out.outputs, "encoded_lengths": out.encoded_lengths,
                 "cache_last_channel_next": out.cache_last_channel_next,
                 "cache_last_time_next": out.cache_last_time_next,
@@ -85,7 +86,7 @@ class RefimplEngine:
 
     def decoder_joint(self, frames, tokens, h, c):
         g, h, c = prediction_step(tokens, np.asarray(h, self.dtype), np.asarray(c, self.dtype),
-                                  self.weights["decoder"]["prediction"])
+                                  self.weights["decoder"]["prediction"], backend=self.backend)
         return joint(np.asarray(frames, self.dtype), g, self.weights["joint"]), h, c
 
 

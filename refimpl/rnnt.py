@@ -39,15 +39,19 @@ def lstm_cell(x: np.ndarray, h: np.ndarray, c: np.ndarray, w_ih, w_hh, b_ih, b_h
     return sigmoid(o) * np.tanh(c_next), c_next
 
 
-def prediction_step(tokens: np.ndarray, h: np.ndarray, c: np.ndarray, params: dict):
+def prediction_step(tokens: np.ndarray, h: np.ndarray, c: np.ndarray, params: dict, backend: str = "numpy"):
     """``RNNTDecoder`` on one token per stream: tokens [B], h/c [L, B, H] -> (g [B, H], h' [L,B,H], c').
 
     params = weights["decoder"]["prediction"]; the embedding's blank row is zero (blank_as_pad)."""
+    if backend == "numba":
+        from .kernels import lstm_cell as cell
+    else:
+        cell = lstm_cell
     x = params["embed"]["weight"][tokens]  # [B, H]
     lstm = params["dec_rnn"]["lstm"]
     hs, cs = [], []
     for layer in range(h.shape[0]):
-        x, c_l = lstm_cell(x, h[layer], c[layer], lstm[f"weight_ih_l{layer}"], lstm[f"weight_hh_l{layer}"],
+        x, c_l = cell(x, h[layer], c[layer], lstm[f"weight_ih_l{layer}"], lstm[f"weight_hh_l{layer}"],
                            lstm[f"bias_ih_l{layer}"], lstm[f"bias_hh_l{layer}"])
         hs.append(x)
         cs.append(c_l)
