@@ -1,0 +1,99 @@
+"""``weights-tools``: inspect a NeMo export or checkpoint, or extract its weights to .npz. Thin over the API."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .config import ConfigError
+from .contract import io_contract, streaming_numbers
+from .errors import ModelLoadError
+from .nemo_load import load_nemo, read_nemo_config
+from .onnx_load import load_onnx, plan_onnx
+from .tree import flatten
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ModelLoadError, ConfigError, OSError) as e:
+        print(f"weights-tools: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="weights-tools", description=__doc__)
+    sub = ap.add_subparsers(required=True, metavar="command")
+    ins = sub.add_parser("inspect", help="print the config, the streaming numbers and the I/O contract")
+    ins.add_argument("--model", required=True, help="export folder, .onnx file or .nemo")
+    ins.add_argument("--nemo", help="the model's .nemo (look-ahead list, preprocessor, cross-check)")
+    ins.add_argument("--json", action="store_true", help="print JSON")
+    ins.set_defaults(run=_inspect)
+    ext = sub.add_parser("extract", help="write every parameter to an .npz keyed by its NeMo name")
+    ext.add_argument("--model", required=True, help="export folder, .onnx file or .nemo")
+    ext.add_argument("--nemo", help="the model's .nemo (cross-check only)")
+    ext.add_argument("-o", "--output", required=True, help="output .npz")
+    ext.set_defaults(run=_extract)
+    return ap
+
+
+def _is_nemo(path: str) -> bool:
+    return Path(path).suffix == ".nemo"
+
+
+def _inspect(args) -> int:
+    if _is_nemo(args.model):
+        config, look, contract = read_nemo_config(args.model), None, []
+    else:
+        plan = plan_onnx(args.model, nemo=args.nemo)
+        config, look, contract = plan.config, plan.lookahead.evidence, io_contract(args.model)
+    report = {"config": config.to_dict(), "streaming": streaming_numbers(config), "lookahead_evidence": look,
+              "io_contract": contract}
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        print(_text(report))
+    return 0
+
+
+def _extract(args) -> int:
+    if _is_nemo(args.model):
+        _, weights = load_nemo(args.model)
+    else:
+        _, weights = load_onnx(args.model, nemo=args.nemo)
+    flat = flatten(weights)
+    np.savez(args.output, **flat)
+    print(f"wrote {args.output}: {len(flat)} arrays, {sum(a.nbytes for a in flat.values()) / 1e6:.1f} MB")
+    return 0
+
+
+def _text(report: dict) -> str:
+    cfg = report["config"]
+    lines = [f"source: {cfg['source']}"]
+    for section in ("encoder", "rnnt", "ctc", "preprocessor"):
+        if cfg.get(section) is None:
+            lines.append(f"{section}: none")
+            continue
+        lines.append(f"{section}:")
+        lines += [f"  {k}: {v}" for k, v in cfg[section].items()]
+    lines.append(f"vocab_size: {cfg['vocab_size']}  blank_id: {cfg['blank_id']}  tokenizer: "
+                 f"{'yes' if cfg['has_tokenizer'] else 'no'}")
+    lines.append("streaming (one encoder call):")
+    lines += [f"  {k}: {v}" for k, v in report["streaming"].items()]
+    if report["lookahead_evidence"]:
+        lines.append("look-ahead read from these graph constants:")
+        lines += [f"  {k}: {v}" for k, v in report["lookahead_evidence"].items()]
+    if report["io_contract"]:
+        lines.append("I/O contract:")
+        for r in report["io_contract"]:
+            lines.append(f"  {r['graph']} {r['kind']:6} {r['name']:28} {r['dtype']:7} {str(r['shape']):60} "
+                         f"{r['layout']}: {r['meaning']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
