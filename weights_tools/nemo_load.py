@@ -66,27 +66,25 @@ def nemo_shapes(config: ModelConfig, weights: dict) -> dict:
 
 @contextlib.contextmanager
 def _open_tar(path: Path):
+    """The .nemo as a TarFile with every header read (a truncated archive fails here, not half-way)."""
     if not path.is_file():
         raise ModelLoadError(f"{path}: no such .nemo file")
     size = path.stat().st_size
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
     tar = None
-    for mode in ("r:", "r:gz"):
-        try:
-            tar = tarfile.open(path, mode)
-            tar.getmembers()  # reads every header: a truncated archive fails here
-            break
-        except (tarfile.ReadError, EOFError, OSError) as e:
-            if tar is not None:
-                tar.close()
-                tar = None
-            err = e
-    if tar is None:
-        detail = str(err) or type(err).__name__
-        truncated = "unexpected end of data" in detail or isinstance(err, EOFError)
+    try:
+        tar = tarfile.open(path, "r:gz" if gzipped else "r:")
+        tar.getmembers()
+    except (tarfile.ReadError, EOFError, OSError) as e:
+        if tar is not None:
+            tar.close()
+        detail = str(e) or type(e).__name__
+        truncated = isinstance(e, EOFError) or any(w in detail for w in ("unexpected end", "truncated"))
         raise CorruptFileError(
-            f"{path} ({size} bytes) is {'a truncated' if truncated else 'not a readable'} .nemo archive ({detail}). "
-            f"A .nemo is a tar (plain or gzipped) holding {_CONFIG} and {_WEIGHTS}; re-download it, or re-save "
-            f"the model with NeMo's model.save_to()") from None
+            f"{path} ({size} bytes) is {'a truncated' if truncated else 'not a readable'} .nemo archive "
+            f"({'gzipped tar' if gzipped else 'tar'}: {detail}). A .nemo is a tar (plain or gzipped) holding "
+            f"{_CONFIG} and {_WEIGHTS}; re-download it, or re-save the model with NeMo's model.save_to()") from None
     try:
         yield tar
     finally:

@@ -100,13 +100,18 @@ def read_onnx(path) -> OnnxFile:
             f"Re-download it, or re-export it with NeMo's model.export()") from None
     except (_Malformed, DecodeError) as e:
         raise CorruptFileError(
-            f"{path} ({size} bytes) is not a readable ONNX model: {e}. Expected an ONNX protobuf as written by "
-            f"NeMo's model.export(); re-download or re-export it") from None
+            f"{path} ({size} bytes, starting {_head(path)}) is not a readable ONNX model: {e}. Expected an ONNX "
+            f"protobuf as written by NeMo's model.export(); re-download or re-export it") from None
     if not model.HasField("graph") or not model.graph.node or model.ir_version == 0:
         raise CorruptFileError(
-            f"{path} ({size} bytes) is not an ONNX model: no graph nodes / IR version found. Expected an ONNX "
-            f"file written by NeMo's model.export(); re-download or re-export it")
+            f"{path} ({size} bytes, starting {_head(path)}) is not an ONNX model: no graph nodes / IR version "
+            f"found. Expected an ONNX file written by NeMo's model.export(); re-download or re-export it")
     return OnnxFile(path, model, inits)
+
+
+def _head(path: Path) -> str:
+    with open(path, "rb") as f:
+        return repr(f.read(16))
 
 
 def _read_model(f, size: int, path: Path):
