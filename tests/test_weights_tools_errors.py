@@ -216,3 +216,22 @@ def test_load_nemo_refuses_a_malicious_checkpoint(tmp_path):
 def test_checkpoint_that_is_not_a_zip():
     with pytest.raises(wt.CorruptFileError, match=r"old.ckpt is not a torch zip checkpoint.*legacy"):
         load_state_dict(io.BytesIO(b"\x80\x02legacy torch.save bytes"), "old.ckpt")
+
+
+def test_a_weight_matched_twice_is_an_error(tmp_path):
+    """Point layer 0's linear_k MatMul at linear_q's weight (and drop the orphaned one)."""
+    d = copy_export(HYBRID / "att-70-13", tmp_path / "m")
+    model = onnx.load(str(d / "encoder-model.onnx"))
+    nodes = {n.name: n for n in model.graph.node}
+    q_w = nodes["/layers.0/self_attn/linear_q/MatMul"].input[1]
+    k_node = nodes["/layers.0/self_attn/linear_k/MatMul"]
+    orphan = k_node.input[1]
+    k_node.input[1] = q_w
+    keep = [i for i in model.graph.initializer if i.name != orphan]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    onnx.save(model, str(d / "encoder-model.onnx"))
+    with pytest.raises(wt.WeightNotFoundError, match=rf"initializer '{q_w}' matches both "
+                                                     r"encoder.layers.0.self_attn.linear_q.weight and "
+                                                     r"encoder.layers.0.self_attn.linear_k.weight"):
+        wt.load_onnx(d)

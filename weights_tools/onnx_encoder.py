@@ -11,6 +11,8 @@ import math
 import re
 from dataclasses import dataclass
 
+import onnx
+
 from .config import EncoderConfig
 from .errors import IncompatibleModelError, ModelLoadError, WeightNotFoundError
 from .onnx_graph import SHAPE_OPS, Graph
@@ -182,8 +184,6 @@ def _conv_node(g: Graph, weight: str, what: str):
 
 
 def _attr(node, name, default=None):
-    import onnx
-
     for a in node.attribute:
         if a.name == name:
             return onnx.helper.get_attribute_value(a)
@@ -196,11 +196,10 @@ def _subsampling(g: Graph, p: str) -> dict:
     idx = sorted(int(m.group(1)) for n in g.inits if (m := re.fullmatch(re.escape(p) + r"pre_encode\.conv\.(\d+)\.weight", n)))
     convs = {i: _conv_node(g, f"{p}pre_encode.conv.{i}.weight", f"pre_encode.conv.{i}") for i in idx}
     w = {i: g.inits[f"{p}pre_encode.conv.{i}.weight"].dims for i in idx}
-    factor = 1
-    for i in idx:
-        factor *= int(_attr(convs[i], "strides", [1, 1])[0])
-    if not idx or factor < 2:
-        raise ModelLoadError(f"{g.name}: no strided pre_encode convolutions found (pre_encode.conv indices {idx})")
+    factor = math.prod(int(_attr(convs[i], "strides", [1, 1])[0]) for i in idx)
+    if 0 not in idx or factor < 2:
+        raise ModelLoadError(f"{g.name}: no strided pre_encode convolutions found (pre_encode.conv indices {idx}); "
+                             f"refimpl supports dw_striding subsampling")
     channels = w[0][0]
     expected = pre_encode_conv_indices(factor)
     ok = [i for i, _ in expected] == idx and all(

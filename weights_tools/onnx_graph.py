@@ -106,8 +106,8 @@ class Graph:
         attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         try:
             return np.asarray(fn(args, attrs))
-        except (ValueError, IndexError, TypeError):
-            return None
+        except (ValueError, IndexError, TypeError, KeyError):
+            return None  # not a shape computation this folder understands
 
 
 def value_dims(value_info) -> list:

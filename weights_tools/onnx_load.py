@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import CTCConfig, ModelConfig, PreprocessorConfig
-from .errors import IncompatibleModelError, ModelLoadError, NoCacheSupportError
+from .errors import IncompatibleModelError, ModelLoadError, NoCacheSupportError, WeightNotFoundError
 from .onnx_encoder import CACHE_INPUTS, Lookahead, pe_table_name, read_encoder
 from .onnx_file import read_onnx
 from .onnx_graph import Graph
@@ -102,6 +102,7 @@ def plan_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bo
     claimed += sources.values()
     for g in graphs:
         _check_leftovers(g, claimed)
+    _check_claimed_once(sources)
     if rnnt is not None and ctc is not None and rnnt.vocab_size != ctc.vocab_size:
         raise IncompatibleModelError(
             f"{export.decoder_joint.name} (RNNT) has a vocabulary of {rnnt.vocab_size} but {export.ctc.name} (CTC) "
@@ -195,6 +196,17 @@ def _second_encoder(export: Export, enc_cfg, sources: dict) -> tuple[Graph, dict
             raise IncompatibleModelError(f"{export.ctc.name} and {export.encoder.name} hold different values for "
                                          f"{name}: export both from the same .nemo")
     return g, ctc_sources
+
+
+def _check_claimed_once(sources: dict) -> None:
+    """No tensor may be read as two NeMo weights (except the two halves of an LSTM bias)."""
+    seen = {}
+    for name, s in sources.items():
+        key = (s.ref.path, s.ref.name, s.transform)
+        if key in seen:
+            raise WeightNotFoundError(f"{s.ref.path.name}: initializer {s.ref.name!r} matches both {seen[key]} and "
+                                      f"{name}; the graph does not have the structure of NeMo's export")
+        seen[key] = name
 
 
 def _check_leftovers(g: Graph, claimed: list) -> None:

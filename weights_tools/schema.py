@@ -5,6 +5,7 @@ Both loaders check what they return against this table: a missing, surplus or mi
 from __future__ import annotations
 
 from .config import EncoderConfig, PreprocessorConfig, RNNTConfig
+from .errors import ModelLoadError, WeightNotFoundError
 
 
 def subsampled_freq(enc: EncoderConfig) -> int:
@@ -112,8 +113,6 @@ def ctc_shapes(vocab_size: int, d_model: int, prefix: str = "ctc_decoder") -> di
 
 def check_against(shapes: dict, found: dict, where: str) -> None:
     """Raise WeightNotFoundError / ModelLoadError unless ``found`` (name -> array or shape) matches ``shapes``."""
-    from .errors import ModelLoadError, WeightNotFoundError
-
     missing = [n for n in shapes if n not in found]
     if missing:
         raise WeightNotFoundError(
