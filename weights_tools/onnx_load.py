@@ -58,7 +58,12 @@ def load_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bo
     decoder_joint-*.onnx next to it). ``att_context_sizes``: the model's full look-ahead list, if known (the
     graph only knows its own). ``nemo``: the model's .nemo, for the look-ahead list, the preprocessor settings
     and a cross-check of every size. ``require_cache``: raise NoCacheSupportError for an encoder exported
-    without cache inputs (it cannot stream); otherwise such a config has ``has_cache_io=False``."""
+    without cache inputs (it cannot stream); otherwise such a config has ``has_cache_io=False``.
+
+    What graphs cannot provide, compared with ``load_nemo``: ``preprocessor.featurizer.{fb,window}`` (no graph
+    holds the preprocessor: use refimpl's own filterbank or the .nemo), the CTC head of an RNNT-only export and
+    the RNNT head of a CTC export, and ``conv.batch_norm.*`` of a BatchNorm model (the exporter folded it into
+    ``conv.depthwise_conv``; ``fold_batch_norm`` gives a .nemo the same form)."""
     plan = plan_onnx(model_dir, att_context_sizes=att_context_sizes, nemo=nemo, require_cache=require_cache)
     return plan.config, unflatten(materialize(plan.sources))
 
