@@ -100,16 +100,15 @@ class OnnxEngine:
 
     name = "onnxruntime"
 
-    def __init__(self, model_dir, *, config=None, att_context_size=None, threads: int = 1):
+    def __init__(self, model_dir, *, config=None, att_context_size=None, threads: int = 1, taps: bool = False):
         import onnxruntime as ort
-        from weights_tools import onnx_files
+        from weights_tools import find_export, plan_onnx
 
-        files = onnx_files(model_dir)
+        files = find_export(model_dir)
+        encoder_file = files.encoder or files.ctc
         if config is None:
-            from weights_tools import read_onnx_config
-            config = read_onnx_config(model_dir)
-        att = resolve_att_context_size(config.encoder, att_context_size, fixed_by_file=True,
-                                       what=str(files.encoder))
+            config = plan_onnx(model_dir).config  # reads the graphs' structure, not their weights
+        att = resolve_att_context_size(config.encoder, att_context_size, fixed_by_file=True, what=str(encoder_file))
         self.config = config.with_att_context_size(att)
         self.params = streaming_params(self.config.encoder)
         self.dtype = np.dtype(np.float32)
@@ -118,10 +117,18 @@ class OnnxEngine:
         so.inter_op_num_threads = 1
         so.log_severity_level = 3
         providers = ["CPUExecutionProvider"]
-        self.encoder_session = ort.InferenceSession(str(files.encoder), so, providers=providers)
+        self.files = files
+        self.tap_tensors = {}
+        model = str(encoder_file)
+        if taps:  # expose intermediate tensors as extra outputs (found by graph structure)
+            from .onnx_taps import find_taps, with_tap_outputs
+            self.tap_tensors = find_taps(encoder_file)
+            model = with_tap_outputs(encoder_file, self.tap_tensors)
+        self.encoder_session = ort.InferenceSession(model, so, providers=providers)
         self.decoder_session = (ort.InferenceSession(str(files.decoder_joint), so, providers=providers)
                                 if files.decoder_joint else None)
-        self.encoder_outputs = [o.name for o in self.encoder_session.get_outputs()]
+        extra = set(self.tap_tensors.values())
+        self.encoder_outputs = [o.name for o in self.encoder_session.get_outputs() if o.name not in extra]
         self.ctc_in_encoder = self.encoder_outputs[0] == "logprobs"
         self.has_ctc = self.ctc_in_encoder
         self.has_rnnt = self.decoder_session is not None
@@ -134,8 +141,14 @@ class OnnxEngine:
             feeds.update(cache_last_channel=np.asarray(cache_last_channel, np.float32),
                          cache_last_time=np.asarray(cache_last_time, np.float32),
                          cache_last_channel_len=np.asarray(cache_last_channel_len, np.int64))
-        values = self.encoder_session.run(None, feeds)
-        return dict(zip(self.encoder_outputs, values))
+        names = self.encoder_outputs + list(self.tap_tensors.values())
+        values = dict(zip(names, self.encoder_session.run(names, feeds)))
+        if taps is not None:
+            from .onnx_taps import TRANSPOSED
+            for tap, tensor in self.tap_tensors.items():
+                v = values[tensor]
+                taps[tap] = v.transpose(0, 2, 1) if tap.endswith(TRANSPOSED) else v
+        return {k: values[k] for k in self.encoder_outputs}
 
     def ctc(self, outputs) -> np.ndarray:
         raise RuntimeError("the onnxruntime engine computes CTC log-probs inside the CTC export's encoder graph")

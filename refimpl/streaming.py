@@ -42,11 +42,17 @@ class StreamState:
             pick(self.mel_frames, other.mel_frames), self.chunks)
 
 
+def available_decoders(engine, wanted=("rnnt", "ctc")) -> tuple:
+    """The wanted decoders the engine has (an RNNT export has no CTC head for onnxruntime, and so on)."""
+    return tuple(d for d in wanted if (d == "rnnt" and engine.has_rnnt) or (d == "ctc" and engine.has_ctc))
+
+
 def initial_state(engine, batch: int, decoders=("rnnt", "ctc")) -> StreamState:
     """NeMo's initial cache state (zeros, length 0), a zero pre-encode cache (pad_and_drop_preencoded's leading
     zero frames), a zero LSTM state with blank as last token, and blank as the last CTC label."""
     enc, dt = engine.config.encoder, engine.dtype
     p = engine.params
+    decoders = available_decoders(engine, decoders)
     rnnt = initial_rnnt_state(engine.config.rnnt, batch, dt) if "rnnt" in decoders else None
     ctc = np.full(batch, engine.config.blank_id, np.int64) if "ctc" in decoders else None
     return StreamState(
@@ -131,7 +137,7 @@ def run_stream(engine, mel: np.ndarray, mel_lengths=None, *, decoders=("rnnt", "
         mel = mel[None]
     b = mel.shape[0]
     lengths = np.full(b, mel.shape[2], np.int64) if mel_lengths is None else np.asarray(mel_lengths, np.int64)
-    decoders = tuple(d for d in decoders if (d == "rnnt" and engine.has_rnnt) or (d == "ctc" and engine.has_ctc))
+    decoders = available_decoders(engine, decoders)
     state = initial_state(engine, b, decoders)
     res = StreamResult(rnnt_tokens=[[] for _ in range(b)] if "rnnt" in decoders else None,
                        ctc_tokens=[[] for _ in range(b)] if "ctc" in decoders else None,
