@@ -79,7 +79,10 @@ class StepOutput:
 def stream_step(engine, new_frames: np.ndarray, n_new, state: StreamState, *, taps: dict | None = None):
     """One chunk for a batch of streams: new_frames [B, feat_in, W] (zero-padded past n_new[b]), n_new [B].
 
-    Streams with n_new == 0 take no part: their state comes back unchanged. Returns (StepOutput, new state).
+    Streams with n_new == 0 take no part: their state comes back unchanged. A stream with n_new < W is
+    zero-padded and told its true length, as NeMo's export expects: its outputs are exact, but its caches absorb
+    the padding frames (cache_last_channel_next_len grows by the padded width), so give a stream fewer than
+    W frames only at its end. Returns (StepOutput, new state).
     """
     n_new = np.asarray(n_new, np.int64)
     active = n_new > 0

@@ -1,0 +1,65 @@
+"""Shared test data: the NeMo-made fixtures (tests/fixtures/README.md) and cached loaders.
+
+Tests import it as a module (``from fixture_data import ...``; pytest puts tests/ on sys.path)."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import numpy as np
+
+FIXTURES = Path(__file__).parent / "fixtures"
+AUDIO = FIXTURES / "audio"
+
+# model -> look-aheads exported (one folder each) and clips with NeMo streaming goldens
+MODELS = {
+    "hybrid": {"modes": [(70, 13), (70, 6), (70, 1), (70, 0)], "clips": ["hello", "fox", "north_wind"]},
+    "variant": {"modes": [(24, 3), (24, 0)], "clips": ["hello", "fox"]},
+}
+STREAMS = [(m, att, clip) for m, spec in MODELS.items() for att in spec["modes"] for clip in spec["clips"]]
+
+
+def att_dir(att) -> str:
+    return f"att-{att[0]}-{att[1]}"
+
+
+def folder(model: str, att) -> Path:
+    return FIXTURES / model / att_dir(att)
+
+
+@functools.lru_cache(maxsize=None)
+def nemo_model(model: str):
+    """(config, weights) of the model's .nemo (serves every look-ahead)."""
+    import weights_tools
+
+    return weights_tools.load_nemo(FIXTURES / model / "model.nemo")
+
+
+@functools.lru_cache(maxsize=None)
+def onnx_model(path: str):
+    import weights_tools
+
+    return weights_tools.load_onnx(FIXTURES / path)
+
+
+@functools.lru_cache(maxsize=None)
+def mel_goldens():
+    return dict(np.load(FIXTURES / "hybrid" / "goldens" / "mel.npz"))
+
+
+@functools.lru_cache(maxsize=None)
+def stream_golden(model: str, att, clip: str) -> dict:
+    return dict(np.load(FIXTURES / model / "goldens" / f"stream-{att_dir(att)}-{clip}.npz"))
+
+
+def golden_chunk_input(model: str, att, clip: str, i: int) -> np.ndarray:
+    """NeMo's chunk i as [1, 80, T]: zeros then mel[:, start:stop] (see goldens.json)."""
+    g = stream_golden(model, att, clip)
+    zeros, start, stop = (int(v) for v in g[f"chunk/{i}/bounds"])
+    mel = mel_goldens()[f"{clip}/mel"]
+    return np.concatenate([np.zeros((mel.shape[0], zeros), np.float32), mel[:, start:stop]], axis=1)[None]
+
+
+def layer_first_to_batch_first(cache: np.ndarray) -> np.ndarray:
+    """NeMo's internal cache layout [n_layers, B, ...] -> the export's [B, n_layers, ...]."""
+    return np.ascontiguousarray(cache.transpose(1, 0, *range(2, cache.ndim)))
