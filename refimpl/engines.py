@@ -2,9 +2,11 @@
 
 The streaming driver (``refimpl.streaming``) feeds both the same chunks and caches, so any difference between
 them is in the model arithmetic. Interface (arrays in the export's layouts):
-  encoder(audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len) -> dict with
+  encoder(audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len, *, taps=None,
+          engine_state=None) -> dict with
       "outputs" [B, d, T] (or "logprobs" [B, T, V+1] for a CTC single-graph export), "encoded_lengths",
-      "cache_last_channel_next", "cache_last_time_next", "cache_last_channel_next_len"
+      "cache_last_channel_next", "cache_last_time_next", "cache_last_channel_next_len", and optionally
+      "engine_state_next" (the engine's own derived state, fed back as engine_state next step)
   ctc(outputs) -> logprobs [B, T, V+1]                     (when the engine has a CTC head)
   decoder_joint(frames [B, d], tokens [B], h, c) -> (logits [B, V+1], h', c')   (when it has an RNNT head)
 """
@@ -71,7 +73,7 @@ class RefimplEngine:
         self.ctc_in_encoder = False
 
     def encoder(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len,
-                taps: dict | None = None) -> dict:
+                taps: dict | None = None, engine_state=None) -> dict:
         cast = lambda a: None if a is None else np.asarray(a, self.dtype)  # noqa: E731
         out = encoder_step(cast(audio_signal), length, cast(cache_last_channel), cast(cache_last_time),
                            cache_last_channel_len, self.weights["encoder"], self.config.encoder,
@@ -135,7 +137,7 @@ class OnnxEngine:
         self.has_cache_io = len(self.encoder_session.get_inputs()) == 5
 
     def encoder(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len,
-                taps: dict | None = None) -> dict:
+                taps: dict | None = None, engine_state=None) -> dict:
         feeds = {"audio_signal": np.asarray(audio_signal, np.float32), "length": np.asarray(length, np.int64)}
         if cache_last_channel is not None:
             feeds.update(cache_last_channel=np.asarray(cache_last_channel, np.float32),

@@ -28,6 +28,10 @@ class StreamState:
     ctc_last_label: np.ndarray | None  # [B] label of the last CTC frame (blank at start)
     mel_frames: np.ndarray  # [B] int64 mel frames consumed so far
     chunks: int = 0  # steps taken
+    # An engine's own derived state, e.g. refimpl's fast path keeps the projected keys/values of the cached
+    # frames (a function of cache_last_channel, kept to avoid recomputing it). Dict of [B, ...] arrays or None;
+    # it goes in and comes out of every step like the caches.
+    engine_state: dict | None = None
 
     def select(self, keep: np.ndarray, other: "StreamState") -> "StreamState":
         """Per stream: self where keep[b], else other."""
@@ -39,7 +43,9 @@ class StreamState:
             pick(self.pre_encode_cache, other.pre_encode_cache),
             None if self.rnnt is None else self.rnnt.select(k, other.rnnt),
             None if self.ctc_last_label is None else pick(self.ctc_last_label, other.ctc_last_label),
-            pick(self.mel_frames, other.mel_frames), self.chunks)
+            pick(self.mel_frames, other.mel_frames), self.chunks,
+            None if self.engine_state is None else
+            {k: pick(v, other.engine_state[k]) for k, v in self.engine_state.items()})
 
 
 def available_decoders(engine, wanted=("rnnt", "ctc")) -> tuple:
@@ -90,7 +96,7 @@ def stream_step(engine, new_frames: np.ndarray, n_new, state: StreamState, *, ta
     audio_signal = np.concatenate([state.pre_encode_cache, np.asarray(new_frames, state.pre_encode_cache.dtype)], 2)
     length = np.where(active, pre + n_new, 0)
     enc = engine.encoder(audio_signal, length, state.cache_last_channel, state.cache_last_time,
-                         state.cache_last_channel_len, taps=taps)
+                         state.cache_last_channel_len, taps=taps, engine_state=state.engine_state)
     enc_len = np.where(active, enc["encoded_lengths"], 0)
     out = {"audio_signal": audio_signal, "length": length, "encoder": enc, "active": active, "taps": taps}
 
@@ -112,7 +118,8 @@ def stream_step(engine, new_frames: np.ndarray, n_new, state: StreamState, *, ta
     new_state = StreamState(
         cache_last_channel=enc["cache_last_channel_next"], cache_last_time=enc["cache_last_time_next"],
         cache_last_channel_len=enc["cache_last_channel_next_len"], pre_encode_cache=pre_next,
-        rnnt=rnnt, ctc_last_label=ctc_last, mel_frames=state.mel_frames + n_new, chunks=state.chunks + 1)
+        rnnt=rnnt, ctc_last_label=ctc_last, mel_frames=state.mel_frames + n_new, chunks=state.chunks + 1,
+        engine_state=enc.get("engine_state_next"))
     return StepOutput(**out), new_state.select(active, state)
 
 
