@@ -44,6 +44,132 @@ def cmd_transcribe(args) -> int:
     return 0
 
 
+def _dtype(args):
+    return np.float64 if getattr(args, "float64", False) else np.float32
+
+
+def _progress(args, total_hint=None):
+    """A tqdm bar on stderr for long audio; off with --quiet and when stderr is not a terminal."""
+    if getattr(args, "quiet", False) or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_hint, unit="chunk", file=sys.stderr, leave=False)
+
+    def on_chunk(i, n):
+        bar.total = n
+        bar.update(1)
+    on_chunk.close = bar.close
+    return on_chunk
+
+
+def _texts(report, tokenizer_model):
+    if tokenizer_model is None:
+        return None
+    from .tokenizer import Tokenizer
+
+    tok = Tokenizer(tokenizer_model)
+    return {who: {d: tok.decode(t) for d, t in per.items()} for who, per in report.tokens.items()}
+
+
+def cmd_crosscheck(args) -> int:
+    from weights_tools import plan_onnx
+
+    from .crosscheck import crosscheck, format_report
+
+    notices = []
+    bar = _progress(args)
+    try:
+        report = crosscheck(args.audio, args.model, att_context_size=args.att_context_size, weights=args.weights,
+                            layers=args.layers, dtype=_dtype(args), backend=args.backend, threads=args.threads,
+                            on_chunk=bar, notices=notices)
+    finally:
+        if bar is not None:
+            bar.close()
+    for n in notices:
+        print(f"note: {n}", file=sys.stderr)
+    print(format_report(report, texts=_texts(report, plan_onnx(args.model).config.tokenizer_model)))
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(report.to_json())
+    return 0 if report.ok else 1
+
+
+def cmd_inspect(args) -> int:
+    from weights_tools import io_contract
+
+    from .api import load_model, parse_att_context_size
+    from .contract import chunk_contract, format_contract, stateless_message
+    from .engines import resolve_att_context_size
+
+    from pathlib import Path
+
+    nemo = Path(args.model).suffix == ".nemo"
+    if nemo:
+        from weights_tools import read_nemo_config
+        config = read_nemo_config(args.model)
+    else:
+        from weights_tools import plan_onnx
+        config = plan_onnx(args.model).config
+    att = resolve_att_context_size(config.encoder, parse_att_context_size(args.att_context_size),
+                                   fixed_by_file=not nemo, what=args.model)
+    config = config.with_att_context_size(att)
+    contract = chunk_contract(config)
+    graph = [] if nemo else io_contract(args.model)
+    if args.json:
+        print(json.dumps({"model": args.model, "config": config.to_dict(), "contract": contract, "graphs": graph},
+                         indent=1, default=str))
+        return 0
+    kind = ("checkpoint; look-aheads " + str([list(a) for a in config.encoder.att_context_sizes])) if nemo else \
+        f"ONNX export; encoder exported for att_context_size {list(config.encoder.att_context_size)}"
+    print(f"model {args.model} ({kind})")
+    if not config.encoder.has_cache_io:
+        print("WARNING: " + stateless_message(args.model))
+    print(format_contract(contract))
+    if graph:
+        print("as declared in the graphs (symbolic dims are the exporter's names):")
+        for r in graph:
+            print(f"  {r['graph']:<28} {r['kind']:<6} {r['name']:<28} {r['dtype']:<8} {r['shape']}")
+    return 0
+
+
+def cmd_check_inputs(args) -> int:
+    from weights_tools import plan_onnx
+
+    from .check_inputs import check_inputs, format_check, load_inputs
+
+    inputs = load_inputs(args.inputs)
+    report = check_inputs(args.model, inputs, first_chunk=args.first_chunk)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print(format_check(report, plan_onnx(args.model).config))
+    return 0 if report.ok else 1
+
+
+def cmd_golden(args) -> int:
+    from . import golden
+
+    if args.golden_command == "record":
+        h = golden.record(args.model, args.audio, args.output, att_context_size=args.att_context_size,
+                          threads=args.threads)
+        print(f"wrote {args.output}: {h['n_chunks']} chunks, att_context_size {h['att_context_size']}, "
+              f"decoders {h['decoders']}; text: {h['text']}")
+        return 0
+    from .crosscheck import format_report
+
+    notes = []
+    report = golden.verify(args.golden, args.model, engine=args.engine, weights=args.weights, backend=args.backend,
+                           dtype=_dtype(args), threads=args.threads, notes=notes)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(format_report(report))
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(report.to_json())
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="refimpl", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -54,6 +180,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder", choices=["rnnt", "ctc"], default="rnnt")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the text")
     p.set_defaults(func=cmd_transcribe)
+
+    p = sub.add_parser("crosscheck", help="run onnxruntime and refimpl side by side; report the first divergence")
+    p.add_argument("audio", help="16 kHz mono audio file")
+    _add_model_args(p, engine=False)
+    p.add_argument("--weights", metavar="PATH",
+                   help="refimpl's weights from here (a .nemo, or another export of the same model) instead of from "
+                        "the graph under test: checks the graph still computes what the checkpoint says")
+    p.add_argument("--layers", action="store_true", help="also compare every layer's intermediate tensors")
+    p.add_argument("--float64", action="store_true", help="run refimpl in double precision")
+    p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_crosscheck)
+
+    p = sub.add_parser("inspect", help="the exact shapes of every input and output, and the arithmetic behind them")
+    _add_model_args(p, engine=False)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("check-inputs", help="validate your arrays for one encoder call; explain onnxruntime errors")
+    _add_model_args(p, engine=False, lookahead=False)
+    p.add_argument("inputs", help=".npz with audio_signal, length, cache_last_channel, cache_last_time, "
+                                  "cache_last_channel_len")
+    p.add_argument("--first-chunk", action="store_true", default=None, help="these inputs are a stream's first call")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_check_inputs)
+
+    p = sub.add_parser("golden", help="record per-chunk onnxruntime outputs of your deployment; verify them later")
+    gsub = p.add_subparsers(dest="golden_command", required=True)
+    g = gsub.add_parser("record", help="write golden.npz from onnxruntime on MODEL")
+    _add_model_args(g, engine=False)
+    g.add_argument("--audio", required=True)
+    g.add_argument("-o", "--output", required=True)
+    g.add_argument("--threads", type=int, default=1)
+    g.set_defaults(func=cmd_golden)
+    g = gsub.add_parser("verify", help="replay golden.npz through an engine and compare")
+    g.add_argument("golden")
+    _add_model_args(g, lookahead=False)
+    g.add_argument("--json", metavar="OUT")
+    g.set_defaults(func=cmd_golden, engine="onnxruntime")
     return ap
 
 
@@ -75,11 +242,13 @@ def main(argv=None) -> int:
 
     from .audio import AudioError
     from .engines import LookAheadError
+    from .golden import GoldenFormatError
 
     try:
         with _thread_limit(args):
             return args.func(args)
-    except (ModelLoadError, ConfigError, AudioError, LookAheadError, ValueError, FileNotFoundError) as e:
+    except (ModelLoadError, ConfigError, AudioError, LookAheadError, GoldenFormatError, ValueError,
+            FileNotFoundError) as e:
         print(f"refimpl {args.command}: error: {e}", file=sys.stderr)
         return 2
 

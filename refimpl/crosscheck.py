@@ -43,10 +43,13 @@ class CrosscheckReport:
     tokens: dict  # engine -> decoder -> list of token ids
     first_divergence: dict | None
     dropped_tail_frames: int = 0
+    mode: str = "streaming"  # or "offline": an export without cache support, compared in one call
+    reference: str = "onnxruntime"  # keys of `tokens`
+    candidate: str = "refimpl"
 
     @property
     def tokens_ok(self) -> bool:
-        ref, cand = self.tokens["onnxruntime"], self.tokens["refimpl"]
+        ref, cand = self.tokens[self.reference], self.tokens[self.candidate]
         return all(ref[d] == cand.get(d) for d in ref)
 
     @property
@@ -63,7 +66,7 @@ class CrosscheckReport:
         return out
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "model": self.model, "att_context_size": list(self.att_context_size),
+        return {"ok": self.ok, "model": self.model, "mode": self.mode, "att_context_size": list(self.att_context_size),
                 "chunks": [{"index": ch.index, "outputs": {k: v.as_dict() for k, v in ch.outputs.items()},
                             **({"layers": {k: v.as_dict() for k, v in ch.layers.items()}} if ch.layers else {})}
                            for ch in self.chunks],
@@ -161,20 +164,151 @@ def crosscheck_engines(reference, candidate, mel, *, model: str = "", decoders=(
             for engine, step in (("onnxruntime", step_r), ("refimpl", step_c)):
                 tokens[engine][d] += (step.rnnt_tokens if d == "rnnt" else step.ctc_tokens)[0]
         if first is None and not report.ok:
-            bad = [(n, c) for n, c in list(taps.items()) + list(outs.items()) if not c.ok]
-            name, cmp = bad[0]
-            first = {"chunk": chunk.index, **_locate(name, cmp, None),
-                     "also": [n for n, _ in bad[1:]]}
+            first = first_divergence(chunk.index, taps, outs)
         if on_chunk is not None:
             on_chunk(chunk.index, len(schedule))
-    if first is None:
-        for d in decoders:
-            r, c = tokens["onnxruntime"][d], tokens["refimpl"][d]
-            if r != c:
-                pos = next((i for i, (a, b) in enumerate(zip(r, c)) if a != b), min(len(r), len(c)))
-                first = {"tensor": f"{d}_tokens", "token_index": pos,
-                         "detail": f"token sequences differ from position {pos} although every tensor is within "
-                                   f"tolerance (an argmax near-tie)"}
-                break
+    first = first or token_divergence(tokens["onnxruntime"], tokens["refimpl"])
     dropped = int(mel.shape[2] - sum(int(c.n_new[0]) for c in schedule))
     return CrosscheckReport(model, tuple(candidate.config.encoder.att_context_size), chunks, tokens, first, dropped)
+
+
+def first_divergence(chunk: int, taps: dict, outs: dict, *, hint: bool = True) -> dict:
+    """The earliest place in the signal path that is over tolerance in this chunk: the first layer tap in
+    signal order; else the lowest layer whose cache output differs (attention cache before conv cache: the
+    attention input is read before the convolution in a layer); else the first output."""
+    bad_taps = [n for n in taps if not taps[n].ok]
+    bad = [n for n in outs if not outs[n].ok]
+    if bad_taps:
+        name, cmp = bad_taps[0], taps[bad_taps[0]]
+    else:
+        caches = [(_locate(n, outs[n], None).get("layer", 1 << 30), i, n)
+                  for i, n in enumerate(("cache_last_channel_next", "cache_last_time_next")) if n in bad]
+        name = min(caches)[2] if caches else bad[0]
+        cmp = outs[name]
+    loc = {"chunk": chunk, **_locate(name, cmp, None), "also": [n for n in bad_taps + bad if n != name]}
+    if hint and not taps and "layer" not in loc:
+        loc["hint"] = "rerun with --layers to locate the layer and sub-block"
+    return loc
+
+
+def token_divergence(ref: dict, cand: dict) -> dict | None:
+    """Where two token sequences first differ, when every tensor was within tolerance (an argmax near-tie)."""
+    for d in ref:
+        r, c = ref[d], cand.get(d, [])
+        if r != c:
+            pos = next((i for i, (a, b) in enumerate(zip(r, c)) if a != b), min(len(r), len(c)))
+            return {"tensor": f"{d}_tokens", "token_index": pos,
+                    "detail": f"{d} token sequences differ from position {pos} although every compared tensor is "
+                              f"within tolerance (an argmax near-tie)"}
+    return None
+
+
+def crosscheck_offline(reference, candidate, mel, *, model: str = "", decoders=("rnnt", "ctc")) -> CrosscheckReport:
+    """For an encoder exported without cache support: one whole-utterance call on each engine (the function
+    such a graph computes), compared like one chunk; greedy decoding over every frame."""
+    from .ctc import greedy_ctc
+    from .rnnt import greedy_rnnt, initial_rnnt_state
+
+    mel = np.asarray(mel, np.float32)
+    mel = mel[None] if mel.ndim == 2 else mel
+    length = np.array([mel.shape[2]], np.int64)
+    decoders = tuple(d for d in available_decoders(reference, decoders) if d in available_decoders(candidate))
+    ref = _Recorder(reference)
+    enc_r = ref.encoder(mel, length, None, None, None)
+    enc_c = candidate.encoder(mel, length, None, None, None)
+    outs = {name: compare(name, enc_c[name] if name != "logprobs" else candidate.ctc(enc_c["outputs"]), v)
+            for name, v in enc_r.items()}
+    tokens = {"onnxruntime": {}, "refimpl": {}}
+    for engine, enc, key in ((ref, enc_r, "onnxruntime"), (candidate, enc_c, "refimpl")):
+        n = enc["encoded_lengths"]
+        if "rnnt" in decoders:
+            toks, _ = greedy_rnnt(enc["outputs"], n, initial_rnnt_state(engine.config.rnnt, 1, engine.dtype),
+                                  engine.decoder_joint, blank_id=engine.config.blank_id,
+                                  max_symbols=engine.config.rnnt.max_symbols)
+            tokens[key]["rnnt"] = toks[0]
+        if "ctc" in decoders:
+            lp = enc["logprobs"] if "logprobs" in enc else engine.ctc(enc["outputs"])
+            tokens[key]["ctc"] = greedy_ctc(lp, n, np.full(1, engine.config.blank_id), blank_id=engine.config.blank_id)[0][0]
+    outs.update(_replay_decoder(ref.calls, candidate))
+    chunk = ChunkReport(0, outs)
+    first = None
+    if not chunk.ok:
+        first = first_divergence(0, {}, outs)
+    return CrosscheckReport(model, tuple(candidate.config.encoder.att_context_size), [chunk], tokens, first,
+                            mode="offline")
+
+
+def crosscheck(audio, model, *, att_context_size=None, weights=None, layers: bool = False, dtype=np.float32,
+               backend: str = "numba", threads: int = 1, decoders=("rnnt", "ctc"), on_chunk=None,
+               notices: list | None = None) -> CrosscheckReport:
+    """onnxruntime on ``model`` (NeMo's export) vs refimpl (weights from ``weights`` if given — a .nemo or
+    another export of the same model — else from ``model``) on ``audio`` (a path or a 1-D array)."""
+    from .api import features, load_model, parse_att_context_size
+    from .contract import check_same_architecture, stateless_message
+    from .engines import OnnxEngine, RefimplEngine
+
+    att = parse_att_context_size(att_context_size)
+    ref = OnnxEngine(model, att_context_size=att, threads=threads, taps=layers)
+    config, w = load_model(weights if weights is not None else model)
+    if weights is not None:
+        check_same_architecture(ref.config, config, str(model), str(weights))
+    cand = RefimplEngine(config, w, att_context_size=ref.config.encoder.att_context_size if ref.has_cache_io
+                         else None, backend=backend, dtype=dtype)
+    mel, _ = features(audio, cand.config, w)
+    if not ref.has_cache_io:
+        if notices is not None:
+            notices.append(stateless_message(ref.files.encoder or ref.files.ctc)
+                           + " Comparing one whole-utterance call instead (what this graph computes).")
+        return crosscheck_offline(ref, cand, mel, model=str(model), decoders=decoders)
+    return crosscheck_engines(ref, cand, mel, model=str(model), decoders=decoders, layers=layers, on_chunk=on_chunk)
+
+
+def format_report(report: CrosscheckReport, *, texts: dict | None = None) -> str:
+    """Human-readable: one line per chunk, the worst per tensor, the first divergence, the tokens."""
+    lines = [f"crosscheck {report.model}: att_context_size {list(report.att_context_size)}, "
+             f"{len(report.chunks)} chunk(s){' (offline: one whole-utterance call)' if report.mode == 'offline' else ''}"]
+    lines.append(f"{'chunk':>5}  {'worst max_rel':>13}  {'in tensor':<44} status")
+    for ch in report.chunks:
+        items = list(ch.outputs.items()) + list(ch.layers.items())
+        name, cmp = max(items, key=lambda kv: (not kv[1].ok, kv[1].max_rel))
+        lines.append(f"{ch.index:>5}  {cmp.max_rel:>13.2e}  {name:<44} {'ok' if ch.ok else 'OVER TOLERANCE'}")
+    lines.append("worst over all chunks:           max_abs    max_rel   limit")
+    limits = {}
+    for ch in report.chunks:
+        for n, c in list(ch.outputs.items()) + list(ch.layers.items()):
+            limits[n] = c.limit
+    for name, (a, r) in report.worst().items():
+        if "/" in name:
+            continue  # per-layer taps: summarised below
+        lines.append(f"  {name:<31} {a:9.2e}  {r:9.2e}  {'exact' if limits[name] == 0 else f'{limits[name]:.0e}'}")
+    taps = {n: v for n, v in report.worst().items() if "/" in n}
+    if taps:
+        n, (a, r) = max(taps.items(), key=lambda kv: kv[1][1])
+        lines.append(f"  {len(taps)} layer taps; worst {n}: max_abs {a:.2e}, max_rel {r:.2e}")
+    fd = report.first_divergence
+    if fd is None:
+        lines.append("first divergence: none (every tensor of every chunk within tolerance)")
+    else:
+        where = ", ".join(f"{k} {fd[k]}" for k in ("chunk", "layer", "frame", "stream") if k in fd)
+        extra = (f" ({fd.get('frame_meaning')})" if "frame_meaning" in fd else "")
+        if "max_rel" in fd:
+            lines.append(f"first divergence: {where}: {fd['tensor']} max_rel {fd['max_rel']:.2e} > {fd['limit']:.0e}"
+                         f" (max_abs {fd['max_abs']:.2e}){extra}")
+        else:
+            lines.append(f"first divergence: {fd['tensor']}: {fd.get('detail', '')}")
+        if fd.get("also"):
+            lines.append(f"  also over tolerance in that chunk: {', '.join(fd['also'][:8])}"
+                         f"{' ...' if len(fd['also']) > 8 else ''}")
+        if fd.get("hint"):
+            lines.append(f"  {fd['hint']}")
+    ref, cand = report.reference, report.candidate
+    for d in report.tokens[ref]:
+        r, c = report.tokens[ref][d], report.tokens[cand].get(d, [])
+        same = "identical" if r == c else "DIFFERENT"
+        lines.append(f"tokens ({d}): {same}: {ref} {len(r)}, {cand} {len(c)}")
+        if texts:
+            lines.append(f"  {ref}: {texts[ref][d]!r}")
+            if r != c:
+                lines.append(f"  {cand}: {texts[cand][d]!r}")
+    lines.append("result: " + ("OK" if report.ok else "FAILED"))
+    return "\n".join(lines)
