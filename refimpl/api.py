@@ -88,12 +88,20 @@ class Transcript:
 
 
 def transcribe(audio, model, *, decoder: str = "rnnt", engine: str = "refimpl", att_context_size=None,
-               weights=None, backend: str = "numba", dtype=np.float32, threads: int = 1, eng=None) -> Transcript:
+               weights=None, backend: str = "numba", dtype=np.float32, threads: int = 1, eng=None,
+               notes: list | None = None) -> Transcript:
     """Stream ``audio`` (path or array) through ``model`` chunk by chunk and decode greedily."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     eng = eng or open_engine(model, engine=engine, weights=weights, att_context_size=att_context_size,
                              backend=backend, dtype=dtype, threads=threads)
+    if not eng.config.encoder.has_cache_io:
+        from .contract import stateless_message
+        if eng.name == "onnxruntime":
+            raise ValueError(stateless_message(model))
+        if notes is not None:
+            notes.append(stateless_message(model) + " refimpl computes its own masks and caches, so it streams these "
+                         "weights anyway (as the model would with a cache-aware export).")
     available = {"rnnt": eng.has_rnnt, "ctc": eng.has_ctc}
     if not available[decoder]:
         have = [d for d, ok in available.items() if ok]

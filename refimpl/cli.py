@@ -29,9 +29,12 @@ def _add_model_args(p, *, engine=True, lookahead=True):
 def cmd_transcribe(args) -> int:
     from . import api
 
+    notes = []
     t = api.transcribe(args.audio, args.model, decoder=args.decoder, engine=args.engine,
                        att_context_size=args.att_context_size, weights=args.weights, backend=args.backend,
-                       dtype=np.float64 if args.float64 else np.float32, threads=args.threads)
+                       dtype=_dtype(args), threads=args.threads, notes=notes)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
     if args.json:
         d = t.as_dict()
         print(json.dumps({k: d[k] for k in ("text", "tokens", "att_context_size", "decoder", "engine", "chunks",
