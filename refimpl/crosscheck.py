@@ -252,6 +252,10 @@ def crosscheck(audio, model, *, att_context_size=None, weights=None, layers: boo
     config, w = load_model(weights if weights is not None else model)
     if weights is not None:
         check_same_architecture(ref.config, config, str(model), str(weights))
+        if config.encoder.att_context_sizes is None:  # another export of the same model: the graph under test
+            import dataclasses  # proves the model serves its look-ahead too
+            both = tuple(dict.fromkeys([config.encoder.att_context_size, ref.config.encoder.att_context_size]))
+            config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, att_context_sizes=both))
     cand = RefimplEngine(config, w, att_context_size=ref.config.encoder.att_context_size if ref.has_cache_io
                          else None, backend=backend, dtype=dtype)
     mel, _ = features(audio, cand.config, w)

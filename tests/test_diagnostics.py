@@ -305,3 +305,12 @@ def test_inspect_prints_the_contract(capsys):
     assert main(["inspect", "--model", str(M13), "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["contract"]["encoder"]["audio_signal"]["later"] == ["B", 80, 121]
+
+
+def test_crosscheck_weights_from_another_export_of_the_same_model(capsys):
+    assert main(["crosscheck", FOX, "--model", str(M13), "--weights", str(HYBRID / "att-70-0"), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["crosscheck", FOX, "--model", str(M13), "--weights", str(FIXTURES / "variant" / "att-24-0"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "is not the model of" in err and "d_model: 64 vs 48" in err
