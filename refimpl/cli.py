@@ -51,13 +51,13 @@ def _dtype(args):
     return np.float64 if getattr(args, "float64", False) else np.float32
 
 
-def _progress(args, total_hint=None):
+def _progress(args):
     """A tqdm bar on stderr for long audio; off with --quiet and when stderr is not a terminal."""
     if getattr(args, "quiet", False) or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
-    bar = tqdm(total=total_hint, unit="chunk", file=sys.stderr, leave=False)
+    bar = tqdm(unit="chunk", file=sys.stderr, leave=False)
 
     def on_chunk(i, n):
         bar.total = n
@@ -99,21 +99,16 @@ def cmd_crosscheck(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from weights_tools import io_contract
+    from pathlib import Path
 
-    from .api import load_model, parse_att_context_size
+    from weights_tools import io_contract, plan_onnx, read_nemo_config
+
+    from .api import parse_att_context_size
     from .contract import chunk_contract, format_contract, stateless_message
     from .engines import resolve_att_context_size
 
-    from pathlib import Path
-
     nemo = Path(args.model).suffix == ".nemo"
-    if nemo:
-        from weights_tools import read_nemo_config
-        config = read_nemo_config(args.model)
-    else:
-        from weights_tools import plan_onnx
-        config = plan_onnx(args.model).config
+    config = read_nemo_config(args.model) if nemo else plan_onnx(args.model).config  # no weights read
     att = resolve_att_context_size(config.encoder, parse_att_context_size(args.att_context_size),
                                    fixed_by_file=not nemo, what=args.model)
     config = config.with_att_context_size(att)
