@@ -34,8 +34,11 @@ class StreamState:
     engine_state: dict | None = None
 
     def select(self, keep: np.ndarray, other: "StreamState") -> "StreamState":
-        """Per stream: self where keep[b], else other."""
+        """Per stream: self where keep[b], else other. An engine_state that only one side has cannot be split per
+        stream, so it is dropped unless every stream keeps self's (the engine then rebuilds it from the caches)."""
         k = np.asarray(keep, bool)
+        if k.all():
+            return self
         pick = lambda a, b: np.where(k.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
         return StreamState(
             pick(self.cache_last_channel, other.cache_last_channel), pick(self.cache_last_time, other.cache_last_time),
@@ -44,8 +47,8 @@ class StreamState:
             None if self.rnnt is None else self.rnnt.select(k, other.rnnt),
             None if self.ctc_last_label is None else pick(self.ctc_last_label, other.ctc_last_label),
             pick(self.mel_frames, other.mel_frames), self.chunks,
-            None if self.engine_state is None else
-            {k: pick(v, other.engine_state[k]) for k, v in self.engine_state.items()})
+            None if self.engine_state is None or other.engine_state is None else
+            {name: pick(v, other.engine_state[name]) for name, v in self.engine_state.items()})
 
 
 def available_decoders(engine, wanted=("rnnt", "ctc")) -> tuple:
