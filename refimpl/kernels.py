@@ -118,3 +118,239 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     c_out = np.empty(c.shape, c.dtype)
     _lstm_pointwise(gates, np.ascontiguousarray(c), h_out, c_out)
     return h_out, c_out
+
+
+# --- Fast-path kernels (refimpl.fast). Channel-last activations, weights in weights_tools.layouts' layouts; the
+# innermost loop runs over contiguous channels / keys so LLVM vectorises it without reordering any sum.
+#
+#  kernel                          NumPy twin (refimpl.fast)
+#  rel_pos_attention_t             rel_pos_attention_t      (attention over [cache ‖ chunk], keys/positions [dk, S])
+#  conv_module_core                conv_module_core         (GLU, pad mask, causal depthwise conv + cache, norm, swish)
+#  residual_layer_norm             residual_layer_norm      (residual += alpha * (h + bias); LayerNorm of it)
+#  causal_conv2d_stride2           causal_conv2d_stride2    (pre_encode's 3x3 stride-2 causal convs, channel-last)
+
+
+@numba.jit(**JIT)
+def _rel_pos_attention_t(q_u, q_v, k_t, v, p_t, mask, out):  # pragma: no cover - compiled
+    # q_u, q_v [B, H, T, dk]; k_t [B, H, dk, S] (keys transposed); v [B, H, S, dk]; p_t [H, dk, P], P >= S + T - 1
+    # mask [B, T, S] True = masked; out [B, H, T, dk]. Query i, key j: relative row j + T-1-i of p (rel_shift).
+    b_n, h_n, t_n, dk = q_u.shape
+    s_n = k_t.shape[3]
+    scale = math.sqrt(dk)
+    ac = np.empty(s_n, dtype=q_u.dtype)
+    bd = np.empty(s_n, dtype=q_u.dtype)
+    for b in range(b_n):
+        for h in range(h_n):
+            for i in range(t_n):
+                r0 = t_n - 1 - i
+                for j in range(s_n):
+                    ac[j] = 0.0
+                    bd[j] = 0.0
+                for d in range(dk):
+                    qu = q_u[b, h, i, d]
+                    qv = q_v[b, h, i, d]
+                    krow = k_t[b, h, d]
+                    prow = p_t[h, d, r0:r0 + s_n]
+                    for j in range(s_n):
+                        ac[j] += qu * krow[j]
+                        bd[j] += qv * prow[j]
+                top = -np.inf
+                for j in range(s_n):
+                    sc = -INF_VAL if mask[b, i, j] else (ac[j] + bd[j]) / scale
+                    ac[j] = sc
+                    if sc > top:
+                        top = sc
+                total = 0.0
+                for j in range(s_n):
+                    e = math.exp(ac[j] - top)
+                    ac[j] = e
+                    total += e
+                o = out[b, h, i]
+                for d in range(dk):
+                    o[d] = 0.0
+                for j in range(s_n):
+                    if mask[b, i, j]:
+                        continue
+                    a = ac[j] / total
+                    vrow = v[b, h, j]
+                    for d in range(dk):
+                        o[d] += a * vrow[d]
+
+
+def rel_pos_attention_t(q_u, q_v, k_t, v, p_t, att_mask):
+    """Numba twin of ``fast.rel_pos_attention_t``: -> context [B, H, T, dk]."""
+    out = np.empty(q_u.shape, q_u.dtype)
+    _rel_pos_attention_t(np.ascontiguousarray(q_u), np.ascontiguousarray(q_v), np.ascontiguousarray(k_t),
+                         np.ascontiguousarray(v), np.ascontiguousarray(p_t), np.ascontiguousarray(att_mask), out)
+    return out
+
+
+@numba.jit(**JIT)
+def _conv_module_core(h2, keep, cache, w_t, bias, norm_mode, n_w, n_b, n_mean, eps, out, cache_next):  # pragma: no cover
+    # h2 [B, T, 2d] pointwise_conv1 output; keep [B, T] (False = padded frame); cache [B, d, K-1]; w_t [K, d]
+    # norm_mode 0 LayerNorm(n_w, n_b), 1 BatchNorm (x - n_mean) * n_w + n_b (n_w = scale), 2 none (folded)
+    # out [B, T, d] = swish(norm(depthwise([cache ‖ mask(glu(h2))]))); cache_next [B, d, K-1]
+    b_n, t_n, d2 = h2.shape
+    d = d2 // 2
+    k_n = w_t.shape[0]
+    xp = np.empty((k_n - 1 + t_n, d), dtype=h2.dtype)  # [cache ‖ chunk], channel-last
+    for b in range(b_n):
+        for k in range(k_n - 1):
+            for c in range(d):
+                xp[k, c] = cache[b, c, k]
+        for t in range(t_n):
+            row = xp[k_n - 1 + t]
+            if keep[b, t]:
+                for c in range(d):
+                    row[c] = h2[b, t, c] * (1.0 / (1.0 + math.exp(-h2[b, t, d + c])))
+            else:
+                for c in range(d):
+                    row[c] = 0.0
+        for k in range(k_n - 1):
+            for c in range(d):
+                cache_next[b, c, k] = xp[t_n + k, c]
+        for t in range(t_n):
+            y = out[b, t]
+            for c in range(d):
+                y[c] = 0.0
+            for k in range(k_n):
+                wk = w_t[k]
+                xk = xp[t + k]
+                for c in range(d):
+                    y[c] += wk[c] * xk[c]
+            for c in range(d):
+                y[c] += bias[c]
+            if norm_mode == 0:
+                s = 0.0
+                for c in range(d):
+                    s += y[c]
+                mean = s / d
+                s = 0.0
+                for c in range(d):
+                    s += (y[c] - mean) ** 2
+                inv = 1.0 / math.sqrt(s / d + eps)
+                for c in range(d):
+                    y[c] = (y[c] - mean) * inv * n_w[c] + n_b[c]
+            elif norm_mode == 1:
+                for c in range(d):
+                    y[c] = (y[c] - n_mean[c]) * n_w[c] + n_b[c]
+            for c in range(d):
+                y[c] = y[c] * (1.0 / (1.0 + math.exp(-y[c])))
+
+
+CONV_NORM_MODES = {"layer_norm": 0, "batch_norm": 1, "folded_batch_norm": 2}
+
+
+def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=1e-5):
+    """Numba twin of ``fast.conv_module_core``: -> (out [B, T, d], cache_next [B, d, K-1])."""
+    b, t, d2 = h2.shape
+    dw = params["depthwise_conv"]
+    bn = params.get("batch_norm", {})
+    dummy = np.zeros(0, h2.dtype)
+    mode = CONV_NORM_MODES[norm_type]
+    n_w = bn.get("weight", bn.get("scale", dummy))
+    out = np.empty((b, t, d2 // 2), h2.dtype)
+    cache_next = np.empty(cache.shape, h2.dtype)
+    _conv_module_core(np.ascontiguousarray(h2), np.ascontiguousarray(~pad_mask), np.ascontiguousarray(cache),
+                      dw["weight_t"], dw["bias"], mode, n_w, bn.get("bias", dummy), bn.get("running_mean", dummy),
+                      eps, out, cache_next)
+    return out, cache_next
+
+
+@numba.jit(**JIT)
+def _layer_norm(x, w, b, eps, y):  # pragma: no cover - compiled
+    # x, y [N, d]: y = (x - mean) / sqrt(var + eps) * w + b per row (statistics accumulated in float64)
+    n, d = x.shape
+    for r in range(n):
+        xr = x[r]
+        s = 0.0
+        for c in range(d):
+            s += xr[c]
+        mean = s / d
+        s = 0.0
+        for c in range(d):
+            s += (xr[c] - mean) ** 2
+        inv = 1.0 / math.sqrt(s / d + eps)
+        out = y[r]
+        for c in range(d):
+            out[c] = (xr[c] - mean) * inv * w[c] + b[c]
+
+
+def layer_norm(x, params, eps=1e-5):
+    """Numba twin of ``nn.layer_norm`` (over the last axis)."""
+    d = x.shape[-1]
+    x2 = np.ascontiguousarray(x).reshape(-1, d)
+    y = np.empty_like(x2)
+    _layer_norm(x2, params["weight"], params["bias"], eps, y)
+    return y.reshape(x.shape)
+
+
+@numba.jit(**JIT)
+def _residual_layer_norm(residual, h, bias, alpha, w, b, eps, y):  # pragma: no cover - compiled
+    # residual [N, d] updated in place: residual += alpha * (h + bias); y [N, d] = LayerNorm(residual)
+    n, d = residual.shape
+    for r in range(n):
+        x = residual[r]
+        for c in range(d):
+            x[c] = x[c] + alpha * (h[r, c] + bias[c])
+    _layer_norm(residual, w, b, eps, y)
+
+
+def residual_layer_norm(residual, h, bias, alpha, params, eps=1e-5):
+    """Numba twin of ``fast.residual_layer_norm``: residual [..., d] (updated in place and returned), h [..., d]
+    -> (residual, LayerNorm(residual))."""
+    d = residual.shape[-1]
+    r2 = residual.reshape(-1, d)
+    y = np.empty_like(r2)
+    _residual_layer_norm(r2, np.ascontiguousarray(h).reshape(-1, d), bias, residual.dtype.type(alpha),
+                         params["weight"], params["bias"], eps, y)
+    return residual, y.reshape(residual.shape)
+
+
+@numba.jit(**JIT)
+def _causal_conv2d_stride2(x, lengths, w_t, bias, out_lengths, relu, out):  # pragma: no cover - compiled
+    # x [B, T, F, Cx] channel-last (Cx = 1: one input channel feeding every output channel; Cx = C: depthwise);
+    # time steps t >= lengths[b] read as zero (MaskedConvSequential); zero padding 2 before / 1 after in T and F.
+    # w_t [9, C] taps ky*3+kx; out [B, T', F', C]; rows t' >= out_lengths[b] are zeroed; relu applied if set.
+    b_n, t_n, f_n, cx = x.shape
+    _, to_n, fo_n, c_n = out.shape
+    for b in range(b_n):
+        t_valid = min(t_n, lengths[b])
+        for to in range(to_n):
+            for fo in range(fo_n):
+                y = out[b, to, fo]
+                for c in range(c_n):
+                    y[c] = 0.0
+                if to >= out_lengths[b]:
+                    continue
+                for ky in range(3):
+                    ti = 2 * to + ky - 2
+                    if ti < 0 or ti >= t_valid:
+                        continue
+                    for kx in range(3):
+                        fi = 2 * fo + kx - 2
+                        if fi < 0 or fi >= f_n:
+                            continue
+                        wk = w_t[ky * 3 + kx]
+                        xr = x[b, ti, fi]
+                        if cx == 1:
+                            v = xr[0]
+                            for c in range(c_n):
+                                y[c] += wk[c] * v
+                        else:
+                            for c in range(c_n):
+                                y[c] += wk[c] * xr[c]
+                for c in range(c_n):
+                    y[c] += bias[c]
+                    if relu and y[c] < 0.0:
+                        y[c] = 0.0
+
+
+def causal_conv2d_stride2(x, lengths, params, *, relu: bool):
+    """Numba twin of ``fast.causal_conv2d_stride2``: x [B, T, F, 1|C] -> (y [B, T//2+1, F//2+1, C], lengths')."""
+    b, t, f, _ = x.shape
+    lengths = np.asarray(lengths, np.int64)
+    out_lengths = lengths // 2 + 1
+    out = np.empty((b, t // 2 + 1, f // 2 + 1, params["weight_t"].shape[1]), x.dtype)
+    _causal_conv2d_stride2(np.ascontiguousarray(x), lengths, params["weight_t"], params["bias"], out_lengths, relu, out)
+    return out, out_lengths

@@ -1,0 +1,346 @@
+"""refimpl's fast path: the same cache-aware streaming encoder step as ``refimpl.encoder``, restructured for speed.
+
+The maths is the plain path's (tests compare the two, and both with onnxruntime, on every chunk); what changes:
+
+1. **Projected keys/values of the cached frames are state.** NeMo's export caches the post-norm attention
+   *inputs* (``cache_last_channel``), so every step re-projects all C cached frames through linear_k/linear_v in
+   every layer. Here the projections of the cached frames are kept in ``engine_state`` and rolled exactly like
+   ``cache_last_channel`` (row r of one is the projection of row r of the other, right-aligned the same way), so
+   a step projects only its T new frames. The NeMo-format caches are still produced every step, so this engine,
+   the plain one and onnxruntime can take over from each other at any chunk: given ``engine_state=None`` (a
+   state some other engine produced, or the initial state) the keys/values are projected from
+   ``cache_last_channel`` once.
+2. **Positional projections are constants.** For a given cache size C and chunk length T, ``pos_emb`` and
+   ``linear_pos(pos_emb)`` are the same every step: computed once per layer for the longest chunk of the
+   engine's look-ahead (a shorter chunk's table is a slice of it: row r is relative position L-1-r).
+3. **Weights in the layout the arithmetic wants** (``weights_tools.layouts``): [in, out] matrices so BLAS runs
+   ``x @ W`` without a transpose, linear_q/k/v fused into one [d, 3d] product, depthwise taps as [K, d].
+4. **Channel-last activations throughout**, pre_encode included, and Numba kernels for everything that is not a
+   big matrix product (attention over the cache, GLU + depthwise conv + norm + swish, residual + LayerNorm, the
+   subsampling convs). ``backend="numpy"`` runs the NumPy twins below instead: the same restructured step in
+   plain array arithmetic, no Numba.
+
+engine_state (a dict of [B, ...] arrays, owned by this engine):
+  "linear_k"  [B, n_layers, H, d_k, C]  linear_k of each cached frame, keys transposed (d_k before time) so the
+                                         attention kernel's innermost loop runs over contiguous keys
+  "linear_v"  [B, n_layers, H, C, d_k]  linear_v of each cached frame
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .attention import make_masks, rel_positional_encoding, rel_pos_attention_core
+from .chunking import streaming_params, subsampled_length
+from .encoder import EncoderOutput
+from .engines import RefimplEngine
+from .nn import LAYER_NORM_EPS, layer_norm, relu, sigmoid, swish
+
+FC_FACTOR = 0.5  # half-step feed-forwards (as conformer.FC_FACTOR)
+ENGINE_STATE_KEYS = ("linear_k", "linear_v")
+
+
+# --- NumPy twins of the fast-path kernels (refimpl.kernels has the Numba ones) -------------------------------
+
+def rel_pos_attention_t(q_u, q_v, k_t, v, p_t, att_mask):
+    """Attention over [cache ‖ chunk] with keys and positions transposed: q_u, q_v [B, H, T, dk],
+    k_t [B, H, dk, S], v [B, H, S, dk], p_t [H, dk, 2S-1], att_mask [B, T, S] -> context [B, H, T, dk]."""
+    return rel_pos_attention_core(q_u, q_v, k_t.swapaxes(-1, -2), v, p_t.swapaxes(-1, -2), att_mask)
+
+
+def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=1e-5):
+    """``ConformerConvolution`` between its two pointwise convs, channel-last: h2 [B, T, 2d] (pointwise_conv1
+    output), pad_mask [B, T], cache [B, d, K-1] -> (swish(norm(depthwise([cache ‖ mask(glu(h2))]))) [B, T, d],
+    cache_next [B, d, K-1])."""
+    d = h2.shape[-1] // 2
+    g = h2[..., :d] * sigmoid(h2[..., d:])
+    g = np.where(pad_mask[:, :, None], 0.0, g).astype(h2.dtype, copy=False)
+    xp = np.concatenate([cache.transpose(0, 2, 1), g], axis=1)  # [B, K-1+T, d]
+    w_t = params["depthwise_conv"]["weight_t"]  # [K, d]
+    k = w_t.shape[0]
+    win = np.lib.stride_tricks.sliding_window_view(xp, k, axis=1)  # [B, T, d, K]
+    y = np.einsum("btck,kc->btc", win, w_t) + params["depthwise_conv"]["bias"]
+    bn = params.get("batch_norm")
+    if norm_type == "layer_norm":
+        y = layer_norm(y, bn, eps)
+    elif norm_type == "batch_norm":
+        y = (y - bn["running_mean"]) * bn["scale"] + bn["bias"]
+    elif norm_type != "folded_batch_norm":
+        raise ValueError(f"conv norm {norm_type!r} is not supported (layer_norm, batch_norm, folded_batch_norm)")
+    return swish(y), np.ascontiguousarray(xp[:, xp.shape[1] - (k - 1):].transpose(0, 2, 1))
+
+
+def residual_layer_norm(residual, h, bias, alpha, params, eps=LAYER_NORM_EPS):
+    """residual += alpha * (h + bias) (in place), then LayerNorm: -> (residual, LayerNorm(residual))."""
+    residual += alpha * (h + bias)
+    return residual, layer_norm(residual, params, eps)
+
+
+def causal_conv2d_stride2(x, lengths, params, *, relu: bool):
+    """pre_encode's causal 3x3 stride-2 conv, channel-last: x [B, T, F, 1|C] (1: one input channel feeding all C,
+    as conv.0; C: depthwise), time steps >= lengths read as zero -> (y [B, T//2+1, F//2+1, C], lengths')."""
+    lengths = np.asarray(lengths, np.int64)
+    keep = np.arange(x.shape[1])[None, :] < lengths[:, None]
+    xp = np.pad(x * keep[:, :, None, None], ((0, 0), (2, 1), (2, 1), (0, 0)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(1, 2))[:, ::2, ::2]  # [B, T', F', Cx, 3, 3]
+    b, t, f, cx = win.shape[:4]
+    y = np.einsum("btfck,kc->btfc", win.reshape(b, t, f, cx, 9), params["weight_t"]) + params["bias"]
+    out_lengths = lengths // 2 + 1
+    y = y * (np.arange(t)[None, :] < out_lengths[:, None])[:, :, None, None]
+    return (np.maximum(y, 0) if relu else y).astype(x.dtype, copy=False), out_lengths
+
+
+class _Ops:
+    """The kernel set of one backend: Numba kernels or their NumPy twins (same signatures)."""
+
+    def __init__(self, backend: str):
+        src = kernels if backend == "numba" else None
+        self.attention = src.rel_pos_attention_t if src else rel_pos_attention_t
+        self.conv_core = src.conv_module_core if src else conv_module_core
+        self.residual_layer_norm = src.residual_layer_norm if src else residual_layer_norm
+        self.layer_norm = src.layer_norm if src else layer_norm
+        self.conv2d = src.causal_conv2d_stride2 if src else causal_conv2d_stride2
+
+
+# --- the model pieces -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FastEncoder:
+    """What the fast step needs besides the input and the state: config, look-ahead, weights in the fast layout
+    and the positional projections precomputed for it."""
+
+    cfg: object  # EncoderConfig
+    att_context_size: tuple
+    layout: dict  # weights_tools.layouts.encoder_layout
+    pos_t: np.ndarray  # [n_layers, H, d_k, 2*pos_len-1] linear_pos(pos_emb) for pos_len = C + T_max, transposed
+    pos_len: int
+
+
+def positional_projections(layout: dict, cfg, length: int, dtype) -> np.ndarray:
+    """linear_pos(pos_emb) of every layer for relative positions length-1 .. -(length-1): [n_layers, H, dk, 2L-1]."""
+    pe = rel_positional_encoding(length, cfg.d_model, dtype)  # [2L-1, d]
+    out = np.empty((cfg.n_layers, cfg.n_heads, cfg.d_k, pe.shape[0]), dtype)
+    for i in range(cfg.n_layers):
+        p = pe @ layout["layers"][str(i)]["self_attn"]["linear_pos"]["weight_t"]  # [2L-1, d]
+        out[i] = p.reshape(-1, cfg.n_heads, cfg.d_k).transpose(1, 2, 0)
+    return out
+
+
+def make_fast_encoder(layout: dict, cfg, att_context_size, dtype=np.float32) -> FastEncoder:
+    """Precompute the positional projections for the longest chunk of this look-ahead."""
+    sp = streaming_params(cfg, att_context_size)
+    t_max = int(subsampled_length(sp.window, cfg.subsampling_factor)) - sp.drop_extra_pre_encoded
+    pos_len = sp.last_channel_cache_size + t_max
+    return FastEncoder(cfg, tuple(att_context_size), layout, positional_projections(layout, cfg, pos_len, dtype),
+                       pos_len)
+
+
+def positions_for(model: FastEncoder, layer: int, length: int) -> np.ndarray:
+    """[H, dk, 2*length-1] for one layer: a slice of the precomputed table (computed afresh if longer)."""
+    if length <= model.pos_len:
+        return model.pos_t[layer, :, :, model.pos_len - length: model.pos_len + length - 1]
+    lp = model.layout["layers"][str(layer)]["self_attn"]["linear_pos"]["weight_t"]
+    p = rel_positional_encoding(length, model.cfg.d_model, model.pos_t.dtype) @ lp
+    return p.reshape(-1, model.cfg.n_heads, model.cfg.d_k).transpose(1, 2, 0)
+
+
+def pre_encode_fast(x, lengths, params: dict, *, subsampling_factor: int, ops: _Ops):
+    """``subsampling.pre_encode`` channel-last: x [B, T, feat_in], lengths [B] -> (y [B, T', d_model], lengths')."""
+    conv = params["conv"]
+    h, lengths = ops.conv2d(x[..., None], lengths, conv["0"], relu=True)  # [B, T1, F1, C]
+    for stage in range(int(np.log2(subsampling_factor)) - 1):
+        base = 2 + 3 * stage
+        h, lengths = ops.conv2d(h, lengths, conv[str(base)], relu=False)  # depthwise; rows >= lengths zeroed
+        pw = conv[str(base + 1)]
+        h = h @ pw["weight_t"] + pw["bias"]  # 1x1 conv over channels
+        h = relu(h * (np.arange(h.shape[1])[None, :] < lengths[:, None])[:, :, None, None].astype(h.dtype))
+    b, t, f, c = h.shape
+    return h.reshape(b, t, f * c) @ params["out"]["weight_t"] + params["out"]["bias"], lengths
+
+
+def project_cached_kv(cache_last_channel, layout: dict, cfg):
+    """linear_k / linear_v of every cached frame: cache_last_channel [B, n_layers, C, d] ->
+    (k_t [B, n_layers, H, dk, C], v [B, n_layers, H, C, dk]) (the engine_state of a state another engine made)."""
+    b, n_layers, c, d = cache_last_channel.shape
+    h, dk = cfg.n_heads, cfg.d_k
+    k_t = np.empty((b, n_layers, h, dk, c), cache_last_channel.dtype)
+    v = np.empty((b, n_layers, h, c, dk), cache_last_channel.dtype)
+    for i in range(n_layers):
+        qkv = layout["layers"][str(i)]["self_attn"]["linear_qkv"]
+        kv = (cache_last_channel[:, i] @ qkv["weight_t"][:, d:] + qkv["bias"][d:]).reshape(b, c, 2, h, dk)
+        k_t[:, i] = kv[:, :, 0].transpose(0, 2, 3, 1)
+        v[:, i] = kv[:, :, 1].transpose(0, 2, 1, 3)
+    return k_t, v
+
+
+def fast_self_attention(a, cache, k_cache_t, v_cache, params, p_t, att_mask, *, n_heads: int, ops: _Ops):
+    """``rel_pos_mha`` with cached projections, bias of linear_out left out (the caller's residual adds it):
+    a [B, T, d] post-norm input, cache [B, C, d] | None, k_cache_t [B, H, dk, C], v_cache [B, H, C, dk]
+    -> (ctx @ W_out [B, T, d], cache_next [B, C, d], k_t_next, v_next) (None caches when offline)."""
+    b, t, d = a.shape
+    dk = d // n_heads
+    qkv = (a @ params["linear_qkv"]["weight_t"] + params["linear_qkv"]["bias"]).reshape(b, t, 3, n_heads, dk)
+    q = qkv[:, :, 0]
+    q_u = (q + params["pos_bias_u"]).transpose(0, 2, 1, 3)  # [B, H, T, dk]
+    q_v = (q + params["pos_bias_v"]).transpose(0, 2, 1, 3)
+    k_t = qkv[:, :, 1].transpose(0, 2, 3, 1)  # [B, H, dk, T]
+    v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # [B, H, T, dk]
+    if cache is not None:
+        k_t = np.concatenate([k_cache_t, k_t], axis=3)  # [B, H, dk, C+T]
+        v = np.concatenate([v_cache, v], axis=2)  # [B, H, C+T, dk]
+    ctx = ops.attention(q_u, q_v, k_t, v, p_t, att_mask).transpose(0, 2, 1, 3).reshape(b, t, d)
+    out = ctx @ params["linear_out"]["weight_t"]
+    if cache is None:
+        return out, None, None, None
+    c = cache.shape[1]
+    if c == 0:
+        return out, cache, k_cache_t, v_cache
+    return out, np.concatenate([cache, a], axis=1)[:, -c:], k_t[..., -c:], v[:, :, -c:]
+
+
+def fast_conformer_layer(x, lp: dict, *, cache, cache_time, k_cache_t, v_cache, p_t, att_mask, pad_mask,
+                         n_heads: int, conv_norm_type: str, ops: _Ops, taps: dict | None = None, name: str = ""):
+    """``conformer.conformer_layer`` on the fast layout: x [B, T, d] -> (y, cache_next [B, C, d],
+    cache_time_next [B, d, K-1], k_t_next, v_next). Each residual add is fused with the LayerNorm after it."""
+    def tap(key, value):
+        if taps is not None:
+            taps[f"{name}.{key}"] = np.array(value)
+
+    residual = np.array(x)  # updated in place below
+    h = ops.layer_norm(residual, lp["norm_feed_forward1"])
+    tap("feed_forward1/input", h)
+    ff = lp["feed_forward1"]
+    h = swish(h @ ff["linear1"]["weight_t"] + ff["linear1"]["bias"]) @ ff["linear2"]["weight_t"]
+    tap("feed_forward1/output", h + ff["linear2"]["bias"])
+    residual, h = ops.residual_layer_norm(residual, h, ff["linear2"]["bias"], FC_FACTOR, lp["norm_self_att"])
+    tap("self_attn/input", h)
+
+    sa = lp["self_attn"]
+    h, cache_next, k_next, v_next = fast_self_attention(h, cache, k_cache_t, v_cache, sa, p_t, att_mask,
+                                                        n_heads=n_heads, ops=ops)
+    tap("self_attn/output", h + sa["linear_out"]["bias"])
+    residual, h = ops.residual_layer_norm(residual, h, sa["linear_out"]["bias"], 1.0, lp["norm_conv"])
+    tap("conv/input", h)
+
+    cv = lp["conv"]
+    h2 = h @ cv["pointwise_conv1"]["weight_t"] + cv["pointwise_conv1"]["bias"]  # [B, T, 2d]
+    ct = cache_time if cache_time is not None else np.zeros(
+        (h.shape[0], h.shape[2], cv["depthwise_conv"]["weight_t"].shape[0] - 1), h.dtype)
+    h, cache_time_next = ops.conv_core(h2, pad_mask, ct, cv, norm_type=conv_norm_type)
+    h = h @ cv["pointwise_conv2"]["weight_t"]
+    tap("conv/output", h + cv["pointwise_conv2"]["bias"])
+    residual, h = ops.residual_layer_norm(residual, h, cv["pointwise_conv2"]["bias"], 1.0, lp["norm_feed_forward2"])
+    tap("feed_forward2/input", h)
+
+    ff = lp["feed_forward2"]
+    h = swish(h @ ff["linear1"]["weight_t"] + ff["linear1"]["bias"]) @ ff["linear2"]["weight_t"]
+    tap("feed_forward2/output", h + ff["linear2"]["bias"])
+    residual, y = ops.residual_layer_norm(residual, h, ff["linear2"]["bias"], FC_FACTOR, lp["norm_out"])
+    tap("norm_out/input", residual)
+    tap("norm_out/output", y)
+    return y, cache_next, (cache_time_next if cache_time is not None else None), k_next, v_next
+
+
+def fast_encoder_step(audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len,
+                      engine_state, model: FastEncoder, *, backend: str = "numba", taps: dict | None = None):
+    """``encoder.encoder_step`` on the fast path -> (EncoderOutput, engine_state_next or None when offline).
+
+    ``engine_state`` is the previous step's ``engine_state_next`` for exactly these caches, or None (then the
+    cached frames' keys/values are projected from ``cache_last_channel``)."""
+    cfg, ops = model.cfg, _Ops(backend)
+    streaming = cache_last_channel is not None
+    sp = streaming_params(cfg, model.att_context_size)
+    length = np.asarray(length, dtype=np.int64)
+    x, length = pre_encode_fast(np.ascontiguousarray(audio_signal.transpose(0, 2, 1)), length,
+                                model.layout["pre_encode"], subsampling_factor=cfg.subsampling_factor, ops=ops)
+    if taps is not None:
+        taps["encoder.pre_encode/output"] = x
+    if streaming:
+        drop = sp.drop_extra_pre_encoded
+        x, length = x[:, drop:], np.maximum(length - drop, 0)
+    b, n_frames, d = x.shape
+    cache_size = cache_last_channel.shape[2] if streaming else 0
+    if cfg.xscaling:
+        x = x * x.dtype.type(math.sqrt(cfg.d_model))
+    pad_mask, att_mask = make_masks(length, cache_last_channel_len if streaming else None, n_frames=n_frames,
+                                    cache_size=cache_size, att_context_size=model.att_context_size)
+    if taps is not None:
+        taps["encoder.pos_enc/output"] = x
+    if streaming:
+        if engine_state is None or any(k not in engine_state for k in ENGINE_STATE_KEYS):
+            k_t, v = project_cached_kv(cache_last_channel, model.layout, cfg)
+        else:
+            k_t, v = engine_state["linear_k"], engine_state["linear_v"]
+        ccn = np.empty_like(cache_last_channel)
+        ctn = np.empty_like(cache_last_time)
+        k_next, v_next = np.empty_like(k_t), np.empty_like(v)
+
+    for i in range(cfg.n_layers):
+        name = f"encoder.layers.{i}"
+        if taps is not None:
+            taps[f"{name}/input"] = x
+        x, cc, tc, kn, vn = fast_conformer_layer(
+            x, model.layout["layers"][str(i)],
+            cache=cache_last_channel[:, i] if streaming else None,
+            cache_time=cache_last_time[:, i] if streaming else None,
+            k_cache_t=k_t[:, i] if streaming else None, v_cache=v[:, i] if streaming else None,
+            p_t=positions_for(model, i, cache_size + n_frames), att_mask=att_mask, pad_mask=pad_mask,
+            n_heads=cfg.n_heads, conv_norm_type=cfg.conv_norm_type, ops=ops, taps=taps, name=name)
+        if taps is not None:
+            taps[f"{name}/output"] = x
+        if streaming:
+            ccn[:, i], ctn[:, i], k_next[:, i], v_next[:, i] = cc, tc, kn, vn
+
+    outputs = np.ascontiguousarray(x.transpose(0, 2, 1))  # [B, d, T]
+    if not streaming:
+        return EncoderOutput(outputs, length, None, None, None), None
+    out = EncoderOutput(
+        outputs=np.ascontiguousarray(outputs[:, :, : sp.valid_out_len]),
+        encoded_lengths=np.minimum(length, sp.valid_out_len),
+        cache_last_channel_next=ccn, cache_last_time_next=ctn,
+        cache_last_channel_next_len=np.minimum(np.asarray(cache_last_channel_len, np.int64) + n_frames, cache_size))
+    return out, {"linear_k": k_next, "linear_v": v_next}
+
+
+
+class FastRefimplEngine(RefimplEngine):
+    """refimpl's fast path behind the engine interface (``refimpl.engines``): the encoder runs
+    ``fast_encoder_step`` and carries the projected keys/values in ``engine_state``; CTC and the RNNT
+    prediction/joint networks are ``RefimplEngine``'s. ``backend`` "numba" (kernels) or "numpy" (their NumPy
+    twins, no Numba). ``layout`` (from ``weights_tools.layouts``) skips the conversion, and then ``weights`` needs
+    no "encoder" entry. The engine keeps no NeMo-layout copy of the encoder weights."""
+
+    def __init__(self, config, weights, *, att_context_size=None, backend: str = "numba", dtype=np.float32,
+                 layout=None):
+        from weights_tools.layouts import encoder_layout
+
+        rest = {k: v for k, v in weights.items() if k != "encoder"}
+        super().__init__(config, rest, att_context_size=att_context_size, backend=backend, dtype=dtype)
+        if layout is None:
+            layout = encoder_layout(weights["encoder"], self.config.encoder, self.dtype)
+        self.model = make_fast_encoder(layout, self.config.encoder, self.config.encoder.att_context_size, self.dtype)
+
+    @classmethod
+    def from_model(cls, path, **kwargs):
+        """Load ``path`` (export folder, .onnx or .nemo) straight into the fast layout, tensor by tensor."""
+        from weights_tools.layouts import load_layout
+
+        config, rest, layout = load_layout(path, dtype=kwargs.get("dtype", np.float32))
+        return cls(config, rest, layout=layout, **kwargs)
+
+    def encoder(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len,
+                taps: dict | None = None, engine_state=None) -> dict:
+        cast = lambda a: None if a is None else np.asarray(a, self.dtype)  # noqa: E731
+        out, state = fast_encoder_step(cast(audio_signal), length, cast(cache_last_channel), cast(cache_last_time),
+                                       cache_last_channel_len, engine_state, self.model, backend=self.backend,
+                                       taps=taps)
+        res = {"outputs": out.outputs, "encoded_lengths": out.encoded_lengths,
+               "cache_last_channel_next": out.cache_last_channel_next,
+               "cache_last_time_next": out.cache_last_time_next,
+               "cache_last_channel_next_len": out.cache_last_channel_next_len}
+        if state is not None:
+            res["engine_state_next"] = state
+        return res
