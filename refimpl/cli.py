@@ -235,6 +235,10 @@ def _thread_limit(args):
 
 
 def main(argv=None) -> int:
+    import signal
+
+    if hasattr(signal, "SIGPIPE"):  # `refimpl inspect ... | head` ends quietly, like any Unix tool
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     from weights_tools import ConfigError, ModelLoadError
 
