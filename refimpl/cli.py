@@ -235,10 +235,6 @@ def _thread_limit(args):
 
 
 def main(argv=None) -> int:
-    import signal
-
-    if hasattr(signal, "SIGPIPE"):  # `refimpl inspect ... | head` ends quietly, like any Unix tool
-        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     args = build_parser().parse_args(argv)
     from weights_tools import ConfigError, ModelLoadError
 
@@ -249,6 +245,10 @@ def main(argv=None) -> int:
     try:
         with _thread_limit(args):
             return args.func(args)
+    except BrokenPipeError:  # `refimpl inspect ... | head`: stdout closed early; end quietly like any Unix tool
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ModelLoadError, ConfigError, AudioError, LookAheadError, GoldenFormatError, ValueError,
             FileNotFoundError) as e:
         print(f"refimpl {args.command}: error: {e}", file=sys.stderr)
