@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import kernels
-from .attention import make_masks, rel_positional_encoding, rel_pos_attention_core
+from .attention import INF_VAL, make_masks, rel_positional_encoding
 from .chunking import streaming_params, subsampled_length
 from .encoder import EncoderOutput
 from .engines import RefimplEngine
@@ -45,10 +45,62 @@ ENGINE_STATE_KEYS = ("linear_k", "linear_v")
 
 # --- NumPy twins of the fast-path kernels (refimpl.kernels has the Numba ones) -------------------------------
 
-def rel_pos_attention_t(q_u, q_v, k_t, v, p_t, att_mask):
-    """Attention over [cache ‖ chunk] with keys and positions transposed: q_u, q_v [B, H, T, dk],
-    k_t [B, H, dk, S], v [B, H, S, dk], p_t [H, dk, 2S-1], att_mask [B, T, S] -> context [B, H, T, dk]."""
-    return rel_pos_attention_core(q_u, q_v, k_t.swapaxes(-1, -2), v, p_t.swapaxes(-1, -2), att_mask)
+def cached_rel_pos_attention(qkv, params, k_all, v_all, layer: int, pos_t, pos_off: int, att_mask):
+    """``RelPositionMultiHeadAttention`` over [cache ‖ chunk] with projected keys/values of the cache given.
+
+    qkv [B, T, 3d] = x @ W_qkv (bias not yet added); k_all [B, L, H, dk, C+T] and
+    v_all [B, L, H, C+T, dk] hold layer ``layer``'s cached keys/values in their first C columns/rows: this writes
+    the chunk's after them. pos_t [L, H, dk, P] precomputed linear_pos(pos_emb), used from column ``pos_off`` on;
+    att_mask [B, T, C+T] True = masked -> context [B, T, d] (before linear_out).
+
+    The arithmetic of ``attention.rel_pos_attention_core`` with three batched BLAS products; rel_shift is a strided
+    view (score (i, j) reads column j + T-1-i of q_v @ p, as NeMo's pad-and-reshape does), softmax in place.
+    """
+    b, t, d3 = qkv.shape
+    h, dk = params["pos_bias_u"].shape
+    d = d3 // 3
+    s = k_all.shape[-1]
+    qkv = (qkv + params["linear_qkv"]["bias"]).reshape(b, t, 3, h, dk)
+    k_all[:, layer, :, :, s - t:] = qkv[:, :, 1].transpose(0, 2, 3, 1)
+    v_all[:, layer, :, s - t:] = qkv[:, :, 2].transpose(0, 2, 1, 3)
+    q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, H, T, dk]
+    scores = (q + params["pos_bias_u"][:, None]) @ k_all[:, layer]  # matrix_ac [B, H, T, S]
+    bd = (q + params["pos_bias_v"][:, None]) @ pos_t[layer, :, :, pos_off: pos_off + 2 * s - 1]  # [B, H, T, 2S-1]
+    st = bd.strides
+    scores += np.lib.stride_tricks.as_strided(bd[..., t - 1:], shape=scores.shape,
+                                              strides=(st[0], st[1], st[2] - st[3], st[3]))  # rel_shift
+    scores /= math.sqrt(dk)
+    mask = np.broadcast_to(att_mask[:, None], scores.shape)
+    np.copyto(scores, -INF_VAL, where=mask)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    np.copyto(scores, 0.0, where=mask)
+    return (scores @ v_all[:, layer]).transpose(0, 2, 1, 3).reshape(b, t, d)
+
+
+def linear_p(x, params: dict, *, bias: bool = True):
+    """``nn.linear`` on a column-panel weight (weights_tools.layouts): x [..., in] -> [..., out] = x @ W (+ bias).
+    One BLAS product per panel, written straight into its columns of the result."""
+    w_p = params["weight_p"]  # [P, in, nb]
+    p, _, nb = w_p.shape
+    x2 = x.reshape(-1, x.shape[-1])
+    y = np.empty((x2.shape[0], p * nb), np.result_type(x.dtype, w_p.dtype))
+    np.matmul(x2, w_p, out=y.reshape(-1, p, nb).transpose(1, 0, 2))
+    if bias:
+        y += params["bias"]
+    return y.reshape(x.shape[:-1] + (p * nb,))
+
+
+def swish_(h):
+    """h * sigmoid(h) in place (nn.swish's arithmetic, without temporaries)."""
+    s = np.negative(h)
+    with np.errstate(over="ignore"):
+        np.exp(s, out=s)
+    s += 1.0
+    np.reciprocal(s, out=s)
+    h *= s
+    return h
 
 
 def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=1e-5):
@@ -97,12 +149,11 @@ class _Ops:
     """The kernel set of one backend: Numba kernels or their NumPy twins (same signatures)."""
 
     def __init__(self, backend: str):
-        src = kernels if backend == "numba" else None
-        self.attention = src.rel_pos_attention_t if src else rel_pos_attention_t
-        self.conv_core = src.conv_module_core if src else conv_module_core
-        self.residual_layer_norm = src.residual_layer_norm if src else residual_layer_norm
-        self.layer_norm = src.layer_norm if src else layer_norm
-        self.conv2d = src.causal_conv2d_stride2 if src else causal_conv2d_stride2
+        numba_ = backend == "numba"
+        self.conv_core = kernels.conv_module_core if numba_ else conv_module_core
+        self.residual_layer_norm = kernels.residual_layer_norm if numba_ else residual_layer_norm
+        self.layer_norm = kernels.layer_norm if numba_ else layer_norm
+        self.conv2d = kernels.causal_conv2d_stride2 if numba_ else causal_conv2d_stride2
 
 
 # --- the model pieces -------------------------------------------------------------------------------------
@@ -138,27 +189,27 @@ def make_fast_encoder(layout: dict, cfg, att_context_size, dtype=np.float32) -> 
                        pos_len)
 
 
-def positions_for(model: FastEncoder, layer: int, length: int) -> np.ndarray:
-    """[H, dk, 2*length-1] for one layer: a slice of the precomputed table (computed afresh if longer)."""
+def positions_for(model: FastEncoder, length: int):
+    """(pos_t [L, H, dk, P], first column) holding linear_pos(pos_emb) of every layer for relative positions
+    length-1 .. -(length-1): the precomputed table (row r is position pos_len-1-r), or a fresh one if longer."""
     if length <= model.pos_len:
-        return model.pos_t[layer, :, :, model.pos_len - length: model.pos_len + length - 1]
-    lp = model.layout["layers"][str(layer)]["self_attn"]["linear_pos"]["weight_t"]
-    p = rel_positional_encoding(length, model.cfg.d_model, model.pos_t.dtype) @ lp
-    return p.reshape(-1, model.cfg.n_heads, model.cfg.d_k).transpose(1, 2, 0)
+        return model.pos_t, model.pos_len - length
+    return positional_projections(model.layout, model.cfg, length, model.pos_t.dtype), 0
 
 
-def pre_encode_fast(x, lengths, params: dict, *, subsampling_factor: int, ops: _Ops):
-    """``subsampling.pre_encode`` channel-last: x [B, T, feat_in], lengths [B] -> (y [B, T', d_model], lengths')."""
+def pre_encode_fast(x, lengths, params: dict, *, subsampling_factor: int, ops: _Ops, keep_from: int = 0):
+    """``subsampling.pre_encode`` channel-last: x [B, T, feat_in], lengths [B] -> (y [B, T'-keep_from, d_model],
+    lengths'). ``keep_from``: output frames before it are not projected (the streaming step drops them)."""
     conv = params["conv"]
     h, lengths = ops.conv2d(x[..., None], lengths, conv["0"], relu=True)  # [B, T1, F1, C]
     for stage in range(int(np.log2(subsampling_factor)) - 1):
         base = 2 + 3 * stage
         h, lengths = ops.conv2d(h, lengths, conv[str(base)], relu=False)  # depthwise; rows >= lengths zeroed
         pw = conv[str(base + 1)]
-        h = h @ pw["weight_t"] + pw["bias"]  # 1x1 conv over channels
+        h = linear_p(h, pw)  # 1x1 conv over channels
         h = relu(h * (np.arange(h.shape[1])[None, :] < lengths[:, None])[:, :, None, None].astype(h.dtype))
     b, t, f, c = h.shape
-    return h.reshape(b, t, f * c) @ params["out"]["weight_t"] + params["out"]["bias"], lengths
+    return linear_p(h[:, keep_from:].reshape(b, t - keep_from, f * c), params["out"]), lengths
 
 
 def project_cached_kv(cache_last_channel, layout: dict, cfg):
@@ -169,42 +220,19 @@ def project_cached_kv(cache_last_channel, layout: dict, cfg):
     k_t = np.empty((b, n_layers, h, dk, c), cache_last_channel.dtype)
     v = np.empty((b, n_layers, h, c, dk), cache_last_channel.dtype)
     for i in range(n_layers):
-        qkv = layout["layers"][str(i)]["self_attn"]["linear_qkv"]
-        kv = (cache_last_channel[:, i] @ qkv["weight_t"][:, d:] + qkv["bias"][d:]).reshape(b, c, 2, h, dk)
+        qkv = linear_p(cache_last_channel[:, i], layout["layers"][str(i)]["self_attn"]["linear_qkv"])
+        kv = qkv[..., d:].reshape(b, c, 2, h, dk)
         k_t[:, i] = kv[:, :, 0].transpose(0, 2, 3, 1)
         v[:, i] = kv[:, :, 1].transpose(0, 2, 1, 3)
     return k_t, v
 
 
-def fast_self_attention(a, cache, k_cache_t, v_cache, params, p_t, att_mask, *, n_heads: int, ops: _Ops):
-    """``rel_pos_mha`` with cached projections, bias of linear_out left out (the caller's residual adds it):
-    a [B, T, d] post-norm input, cache [B, C, d] | None, k_cache_t [B, H, dk, C], v_cache [B, H, C, dk]
-    -> (ctx @ W_out [B, T, d], cache_next [B, C, d], k_t_next, v_next) (None caches when offline)."""
-    b, t, d = a.shape
-    dk = d // n_heads
-    qkv = (a @ params["linear_qkv"]["weight_t"] + params["linear_qkv"]["bias"]).reshape(b, t, 3, n_heads, dk)
-    q = qkv[:, :, 0]
-    q_u = (q + params["pos_bias_u"]).transpose(0, 2, 1, 3)  # [B, H, T, dk]
-    q_v = (q + params["pos_bias_v"]).transpose(0, 2, 1, 3)
-    k_t = qkv[:, :, 1].transpose(0, 2, 3, 1)  # [B, H, dk, T]
-    v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # [B, H, T, dk]
-    if cache is not None:
-        k_t = np.concatenate([k_cache_t, k_t], axis=3)  # [B, H, dk, C+T]
-        v = np.concatenate([v_cache, v], axis=2)  # [B, H, C+T, dk]
-    ctx = ops.attention(q_u, q_v, k_t, v, p_t, att_mask).transpose(0, 2, 1, 3).reshape(b, t, d)
-    out = ctx @ params["linear_out"]["weight_t"]
-    if cache is None:
-        return out, None, None, None
-    c = cache.shape[1]
-    if c == 0:
-        return out, cache, k_cache_t, v_cache
-    return out, np.concatenate([cache, a], axis=1)[:, -c:], k_t[..., -c:], v[:, :, -c:]
-
-
-def fast_conformer_layer(x, lp: dict, *, cache, cache_time, k_cache_t, v_cache, p_t, att_mask, pad_mask,
-                         n_heads: int, conv_norm_type: str, ops: _Ops, taps: dict | None = None, name: str = ""):
-    """``conformer.conformer_layer`` on the fast layout: x [B, T, d] -> (y, cache_next [B, C, d],
-    cache_time_next [B, d, K-1], k_t_next, v_next). Each residual add is fused with the LayerNorm after it."""
+def fast_conformer_layer(x, lp: dict, *, layer: int, cache_time, k_all, v_all, pos_t, pos_off: int, att_mask,
+                         pad_mask, conv_norm_type: str, ops: _Ops, taps: dict | None = None, name: str = ""):
+    """``conformer.conformer_layer`` on the fast layout: x [B, T, d] -> (y [B, T, d], the post-norm attention
+    input [B, T, d] (this chunk's rows of cache_last_channel_next), cache_time_next [B, d, K-1]). The chunk's
+    keys/values go into k_all/v_all (see ``cached_rel_pos_attention``); each residual add is fused with the
+    LayerNorm after it, and the bias of the Linear before it."""
     def tap(key, value):
         if taps is not None:
             taps[f"{name}.{key}"] = np.array(value)
@@ -213,35 +241,34 @@ def fast_conformer_layer(x, lp: dict, *, cache, cache_time, k_cache_t, v_cache, 
     h = ops.layer_norm(residual, lp["norm_feed_forward1"])
     tap("feed_forward1/input", h)
     ff = lp["feed_forward1"]
-    h = swish(h @ ff["linear1"]["weight_t"] + ff["linear1"]["bias"]) @ ff["linear2"]["weight_t"]
+    h = linear_p(swish_(linear_p(h, ff["linear1"])), ff["linear2"], bias=False)
     tap("feed_forward1/output", h + ff["linear2"]["bias"])
-    residual, h = ops.residual_layer_norm(residual, h, ff["linear2"]["bias"], FC_FACTOR, lp["norm_self_att"])
-    tap("self_attn/input", h)
+    residual, a = ops.residual_layer_norm(residual, h, ff["linear2"]["bias"], FC_FACTOR, lp["norm_self_att"])
+    tap("self_attn/input", a)
 
     sa = lp["self_attn"]
-    h, cache_next, k_next, v_next = fast_self_attention(h, cache, k_cache_t, v_cache, sa, p_t, att_mask,
-                                                        n_heads=n_heads, ops=ops)
+    qkv = linear_p(a, sa["linear_qkv"], bias=False)
+    h = linear_p(cached_rel_pos_attention(qkv, sa, k_all, v_all, layer, pos_t, pos_off, att_mask), sa["linear_out"],
+                 bias=False)
     tap("self_attn/output", h + sa["linear_out"]["bias"])
     residual, h = ops.residual_layer_norm(residual, h, sa["linear_out"]["bias"], 1.0, lp["norm_conv"])
     tap("conv/input", h)
 
     cv = lp["conv"]
-    h2 = h @ cv["pointwise_conv1"]["weight_t"] + cv["pointwise_conv1"]["bias"]  # [B, T, 2d]
-    ct = cache_time if cache_time is not None else np.zeros(
-        (h.shape[0], h.shape[2], cv["depthwise_conv"]["weight_t"].shape[0] - 1), h.dtype)
-    h, cache_time_next = ops.conv_core(h2, pad_mask, ct, cv, norm_type=conv_norm_type)
-    h = h @ cv["pointwise_conv2"]["weight_t"]
+    h2 = linear_p(h, cv["pointwise_conv1"])  # [B, T, 2d]
+    h, cache_time_next = ops.conv_core(h2, pad_mask, cache_time, cv, norm_type=conv_norm_type)
+    h = linear_p(h, cv["pointwise_conv2"], bias=False)
     tap("conv/output", h + cv["pointwise_conv2"]["bias"])
     residual, h = ops.residual_layer_norm(residual, h, cv["pointwise_conv2"]["bias"], 1.0, lp["norm_feed_forward2"])
     tap("feed_forward2/input", h)
 
     ff = lp["feed_forward2"]
-    h = swish(h @ ff["linear1"]["weight_t"] + ff["linear1"]["bias"]) @ ff["linear2"]["weight_t"]
+    h = linear_p(swish_(linear_p(h, ff["linear1"])), ff["linear2"], bias=False)
     tap("feed_forward2/output", h + ff["linear2"]["bias"])
     residual, y = ops.residual_layer_norm(residual, h, ff["linear2"]["bias"], FC_FACTOR, lp["norm_out"])
     tap("norm_out/input", residual)
     tap("norm_out/output", y)
-    return y, cache_next, (cache_time_next if cache_time is not None else None), k_next, v_next
+    return y, a, cache_time_next
 
 
 def fast_encoder_step(audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len,
@@ -253,46 +280,52 @@ def fast_encoder_step(audio_signal, length, cache_last_channel, cache_last_time,
     cfg, ops = model.cfg, _Ops(backend)
     streaming = cache_last_channel is not None
     sp = streaming_params(cfg, model.att_context_size)
+    drop = sp.drop_extra_pre_encoded if streaming else 0
     length = np.asarray(length, dtype=np.int64)
     x, length = pre_encode_fast(np.ascontiguousarray(audio_signal.transpose(0, 2, 1)), length,
-                                model.layout["pre_encode"], subsampling_factor=cfg.subsampling_factor, ops=ops)
+                                model.layout["pre_encode"], subsampling_factor=cfg.subsampling_factor, ops=ops,
+                                keep_from=0 if taps is not None else drop)
     if taps is not None:
         taps["encoder.pre_encode/output"] = x
-    if streaming:
-        drop = sp.drop_extra_pre_encoded
-        x, length = x[:, drop:], np.maximum(length - drop, 0)
-    b, n_frames, d = x.shape
-    cache_size = cache_last_channel.shape[2] if streaming else 0
+        x = x[:, drop:]
+    length = np.maximum(length - drop, 0)
+    b, t, d = x.shape
+    c = cache_last_channel.shape[2] if streaming else 0
     if cfg.xscaling:
         x = x * x.dtype.type(math.sqrt(cfg.d_model))
-    pad_mask, att_mask = make_masks(length, cache_last_channel_len if streaming else None, n_frames=n_frames,
-                                    cache_size=cache_size, att_context_size=model.att_context_size)
+    pad_mask, att_mask = make_masks(length, cache_last_channel_len if streaming else None, n_frames=t,
+                                    cache_size=c, att_context_size=model.att_context_size)
     if taps is not None:
         taps["encoder.pos_enc/output"] = x
+    pos_t, pos_off = positions_for(model, c + t)
+
+    # This step's keys/values [cache ‖ chunk] per layer; the next engine_state is their last C columns/rows.
+    k_all = np.empty((b, cfg.n_layers, cfg.n_heads, cfg.d_k, c + t), x.dtype)
+    v_all = np.empty((b, cfg.n_layers, cfg.n_heads, c + t, cfg.d_k), x.dtype)
     if streaming:
         if engine_state is None or any(k not in engine_state for k in ENGINE_STATE_KEYS):
-            k_t, v = project_cached_kv(cache_last_channel, model.layout, cfg)
-        else:
-            k_t, v = engine_state["linear_k"], engine_state["linear_v"]
-        ccn = np.empty_like(cache_last_channel)
+            engine_state = dict(zip(ENGINE_STATE_KEYS, project_cached_kv(cache_last_channel, model.layout, cfg)))
+        k_all[..., :c] = engine_state["linear_k"]
+        v_all[:, :, :, :c] = engine_state["linear_v"]
+        ccn = np.empty_like(cache_last_channel)  # last C rows of [cache ‖ chunk] per layer
+        keep = max(c - t, 0)
+        ccn[:, :, :keep] = cache_last_channel[:, :, c - keep:]
         ctn = np.empty_like(cache_last_time)
-        k_next, v_next = np.empty_like(k_t), np.empty_like(v)
+    else:
+        ctn = np.zeros((b, cfg.n_layers, d, cfg.cache_last_time_size), x.dtype)  # causal zero padding
 
     for i in range(cfg.n_layers):
         name = f"encoder.layers.{i}"
         if taps is not None:
             taps[f"{name}/input"] = x
-        x, cc, tc, kn, vn = fast_conformer_layer(
-            x, model.layout["layers"][str(i)],
-            cache=cache_last_channel[:, i] if streaming else None,
-            cache_time=cache_last_time[:, i] if streaming else None,
-            k_cache_t=k_t[:, i] if streaming else None, v_cache=v[:, i] if streaming else None,
-            p_t=positions_for(model, i, cache_size + n_frames), att_mask=att_mask, pad_mask=pad_mask,
-            n_heads=cfg.n_heads, conv_norm_type=cfg.conv_norm_type, ops=ops, taps=taps, name=name)
+        x, a, ctn[:, i] = fast_conformer_layer(
+            x, model.layout["layers"][str(i)], layer=i, cache_time=ctn[:, i] if not streaming else cache_last_time[:, i],
+            k_all=k_all, v_all=v_all, pos_t=pos_t, pos_off=pos_off, att_mask=att_mask, pad_mask=pad_mask,
+            conv_norm_type=cfg.conv_norm_type, ops=ops, taps=taps, name=name)
         if taps is not None:
             taps[f"{name}/output"] = x
         if streaming:
-            ccn[:, i], ctn[:, i], k_next[:, i], v_next[:, i] = cc, tc, kn, vn
+            ccn[:, i, keep:] = a[:, t - (c - keep):]
 
     outputs = np.ascontiguousarray(x.transpose(0, 2, 1))  # [B, d, T]
     if not streaming:
@@ -301,9 +334,8 @@ def fast_encoder_step(audio_signal, length, cache_last_channel, cache_last_time,
         outputs=np.ascontiguousarray(outputs[:, :, : sp.valid_out_len]),
         encoded_lengths=np.minimum(length, sp.valid_out_len),
         cache_last_channel_next=ccn, cache_last_time_next=ctn,
-        cache_last_channel_next_len=np.minimum(np.asarray(cache_last_channel_len, np.int64) + n_frames, cache_size))
-    return out, {"linear_k": k_next, "linear_v": v_next}
-
+        cache_last_channel_next_len=np.minimum(np.asarray(cache_last_channel_len, np.int64) + t, c))
+    return out, {"linear_k": k_all[..., t:], "linear_v": v_all[:, :, :, t:]}
 
 
 class FastRefimplEngine(RefimplEngine):

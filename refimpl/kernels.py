@@ -123,66 +123,14 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
 # --- Fast-path kernels (refimpl.fast). Channel-last activations, weights in weights_tools.layouts' layouts; the
 # innermost loop runs over contiguous channels / keys so LLVM vectorises it without reordering any sum.
 #
-#  kernel                          NumPy twin (refimpl.fast)
-#  rel_pos_attention_t             rel_pos_attention_t      (attention over [cache ‖ chunk], keys/positions [dk, S])
-#  conv_module_core                conv_module_core         (GLU, pad mask, causal depthwise conv + cache, norm, swish)
-#  residual_layer_norm             residual_layer_norm      (residual += alpha * (h + bias); LayerNorm of it)
-#  causal_conv2d_stride2           causal_conv2d_stride2    (pre_encode's 3x3 stride-2 causal convs, channel-last)
-
-
-@numba.jit(**JIT)
-def _rel_pos_attention_t(q_u, q_v, k_t, v, p_t, mask, out):  # pragma: no cover - compiled
-    # q_u, q_v [B, H, T, dk]; k_t [B, H, dk, S] (keys transposed); v [B, H, S, dk]; p_t [H, dk, P], P >= S + T - 1
-    # mask [B, T, S] True = masked; out [B, H, T, dk]. Query i, key j: relative row j + T-1-i of p (rel_shift).
-    b_n, h_n, t_n, dk = q_u.shape
-    s_n = k_t.shape[3]
-    scale = math.sqrt(dk)
-    ac = np.empty(s_n, dtype=q_u.dtype)
-    bd = np.empty(s_n, dtype=q_u.dtype)
-    for b in range(b_n):
-        for h in range(h_n):
-            for i in range(t_n):
-                r0 = t_n - 1 - i
-                for j in range(s_n):
-                    ac[j] = 0.0
-                    bd[j] = 0.0
-                for d in range(dk):
-                    qu = q_u[b, h, i, d]
-                    qv = q_v[b, h, i, d]
-                    krow = k_t[b, h, d]
-                    prow = p_t[h, d, r0:r0 + s_n]
-                    for j in range(s_n):
-                        ac[j] += qu * krow[j]
-                        bd[j] += qv * prow[j]
-                top = -np.inf
-                for j in range(s_n):
-                    sc = -INF_VAL if mask[b, i, j] else (ac[j] + bd[j]) / scale
-                    ac[j] = sc
-                    if sc > top:
-                        top = sc
-                total = 0.0
-                for j in range(s_n):
-                    e = math.exp(ac[j] - top)
-                    ac[j] = e
-                    total += e
-                o = out[b, h, i]
-                for d in range(dk):
-                    o[d] = 0.0
-                for j in range(s_n):
-                    if mask[b, i, j]:
-                        continue
-                    a = ac[j] / total
-                    vrow = v[b, h, j]
-                    for d in range(dk):
-                        o[d] += a * vrow[d]
-
-
-def rel_pos_attention_t(q_u, q_v, k_t, v, p_t, att_mask):
-    """Numba twin of ``fast.rel_pos_attention_t``: -> context [B, H, T, dk]."""
-    out = np.empty(q_u.shape, q_u.dtype)
-    _rel_pos_attention_t(np.ascontiguousarray(q_u), np.ascontiguousarray(q_v), np.ascontiguousarray(k_t),
-                         np.ascontiguousarray(v), np.ascontiguousarray(p_t), np.ascontiguousarray(att_mask), out)
-    return out
+#  kernel                          NumPy twin
+#  conv_module_core                fast.conv_module_core        (GLU, pad mask, causal depthwise conv + cache, norm, swish)
+#  layer_norm                      nn.layer_norm                (rows of a channel-last activation)
+#  residual_layer_norm             fast.residual_layer_norm     (residual += alpha * (h + bias); LayerNorm of it)
+#  causal_conv2d_stride2           fast.causal_conv2d_stride2   (pre_encode's 3x3 stride-2 causal convs, channel-last)
+# Attention over the cache stays in NumPy on both backends (fast.cached_rel_pos_attention): BLAS for the three
+# products and NumPy's SIMD exp beat a Numba loop nest, which may not reorder the dk-long sums (no fastmath) and
+# calls a scalar exp per score.
 
 
 @numba.jit(**JIT)
