@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from .bench import add_bench_parser
+
 
 def _add_model_args(p, *, engine=True, lookahead=True):
     p.add_argument("--model", required=True, help="folder of NeMo's ONNX export (or one .onnx file, or a .nemo)")
@@ -219,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(g, lookahead=False)
     g.add_argument("--json", metavar="OUT")
     g.set_defaults(func=cmd_golden, engine="onnxruntime")
+    add_bench_parser(sub)
     return ap
 
 

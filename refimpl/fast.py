@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
 from .attention import INF_VAL, make_masks, rel_positional_encoding
 from .chunking import streaming_params, subsampled_length
 from .encoder import EncoderOutput
@@ -149,11 +148,13 @@ class _Ops:
     """The kernel set of one backend: Numba kernels or their NumPy twins (same signatures)."""
 
     def __init__(self, backend: str):
-        numba_ = backend == "numba"
-        self.conv_core = kernels.conv_module_core if numba_ else conv_module_core
-        self.residual_layer_norm = kernels.residual_layer_norm if numba_ else residual_layer_norm
-        self.layer_norm = kernels.layer_norm if numba_ else layer_norm
-        self.conv2d = kernels.causal_conv2d_stride2 if numba_ else causal_conv2d_stride2
+        if backend == "numba":
+            from . import kernels  # imports Numba only when it is used
+            self.conv_core, self.residual_layer_norm = kernels.conv_module_core, kernels.residual_layer_norm
+            self.layer_norm, self.conv2d = kernels.layer_norm, kernels.causal_conv2d_stride2
+        else:
+            self.conv_core, self.residual_layer_norm = conv_module_core, residual_layer_norm
+            self.layer_norm, self.conv2d = layer_norm, causal_conv2d_stride2
 
 
 # --- the model pieces -------------------------------------------------------------------------------------

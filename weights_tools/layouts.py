@@ -73,11 +73,18 @@ def unpanel(w_p: np.ndarray) -> np.ndarray:
     return w_p.transpose(1, 0, 2).reshape(n_in, p * nb)
 
 
+def _read_t(leaf, dtype) -> np.ndarray:
+    """A Linear / 1x1 conv weight [out, in(, 1)] as [in, out]. A lazy ONNX source stored transposed for MatMul
+    (``Source.transform == "transpose"``) is read as stored: no transpose there and back."""
+    if getattr(leaf, "transform", None) == "transpose":
+        return np.ascontiguousarray(leaf.ref.read(), dtype=dtype)  # the ONNX initializer is [in, out]
+    w = _read(leaf, dtype)
+    return np.ascontiguousarray(w.reshape(w.shape[0], -1).T)
+
+
 def _linear_t(params: dict, dtype, *, bias: bool = True) -> dict:
     """{"weight" [out, in(, 1)], "bias"} -> {"weight_t" [in, out], "bias"} (1x1 conv weights too)."""
-    w = _read(params["weight"], dtype)
-    w = w.reshape(w.shape[0], -1)  # [out, in]
-    out = {"weight_t": _frozen(np.ascontiguousarray(w.T))}
+    out = {"weight_t": _frozen(_read_t(params["weight"], dtype))}
     if bias:
         out["bias"] = _frozen(_read(params["bias"], dtype))
     return out
