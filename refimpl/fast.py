@@ -65,11 +65,11 @@ def cached_rel_pos_attention(qkv, params, k_all, v_all, layer: int, pos_t, pos_o
     q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, H, T, dk]
     scores = (q + params["pos_bias_u"][:, None]) @ k_all[:, layer]  # matrix_ac [B, H, T, S]
     bd = (q + params["pos_bias_v"][:, None]) @ pos_t[layer, :, :, pos_off: pos_off + 2 * s - 1]  # [B, H, T, 2S-1]
-    st = bd.strides
-    scores += np.lib.stride_tricks.as_strided(bd[..., t - 1:], shape=scores.shape,
-                                              strides=(st[0], st[1], st[2] - st[3], st[3]))  # rel_shift
+    st = bd.strides  # rel_shift: row i of the view starts at column T-1-i of bd's row i
+    scores += np.ndarray(scores.shape, bd.dtype, buffer=bd, offset=(t - 1) * st[3],
+                         strides=(st[0], st[1], st[2] - st[3], st[3]))
     scores /= math.sqrt(dk)
-    mask = np.broadcast_to(att_mask[:, None], scores.shape)
+    mask = att_mask[:, None]  # [B, 1, T, S]
     np.copyto(scores, -INF_VAL, where=mask)
     scores -= scores.max(axis=-1, keepdims=True)
     np.exp(scores, out=scores)
