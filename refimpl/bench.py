@@ -296,7 +296,7 @@ def run_bench(model, *, att_context_size=None, seconds: float = 60.0, audio=None
             "first_chunk_ms": None if first is None else first * 1e3,
         }
     ref_r = result["engines"]["refimpl"]
-    if ref_r["first_chunk_ms"] is not None:
+    if ref_r["first_chunk_ms"] is not None and backend == "numba":
         ref_r["jit_seconds"] = (ref_r["first_chunk_ms"] - ref_r["step"]["median_ms"]) / 1e3
         ref_r.update(_numba_cache_stats())
     o, r = result["engines"]["onnxruntime"], result["engines"]["refimpl"]
