@@ -7,7 +7,7 @@ temporaries or loop in Python: relative-position attention over the cache, the c
 time cache, and the LSTM cell.
 
   kernel                          NumPy twin
-  rel_pos_attention_core          attention.rel_pos_attention_core (scores + rel_shift + mask + softmax + context)
+  rel_pos_attention_core          attention.rel_pos_attention_core (rel_shift + mask + softmax fused; products in BLAS)
   causal_depthwise_conv1d         convolution.causal_depthwise_conv1d
   lstm_cell                       rnnt.lstm_cell
 """
@@ -23,52 +23,39 @@ INF_VAL = 10000.0
 
 
 @numba.jit(**JIT)
-def _rel_pos_attention(q_u, q_v, k, v, p, mask, out):  # pragma: no cover - compiled
-    # q_u, q_v [B, H, T, dk]; k, v [B, H, S, dk]; p [H, P, dk] with P >= S + T - 1; mask [B, T, S] (True = masked)
-    # out [B, H, T, dk]. Score (i, j) uses relative position row j + T - 1 - i of p (NeMo's rel_shift).
-    b_n, h_n, t_n, dk = q_u.shape
-    s_n = k.shape[2]
-    scale = math.sqrt(dk)
-    scores = np.empty(s_n, dtype=q_u.dtype)
+def _rel_shift_masked_softmax(ac, bd_full, mask, scale, attn):  # pragma: no cover - compiled
+    # ac [B, H, T, S] = q_u k^T; bd_full [B, H, T, P] = q_v p^T (P >= S + T - 1); mask [B, T, S] (True = masked)
+    # attn [B, H, T, S]: softmax over j of (ac[i, j] + bd_full[i, j + T-1-i]) / sqrt(dk), masked entries -10000
+    # before and 0 after (NeMo's rel_shift, forward_attention), in one pass without shifted copies.
+    b_n, h_n, t_n, s_n = ac.shape
     for b in range(b_n):
         for h in range(h_n):
             for i in range(t_n):
+                r0 = t_n - 1 - i
                 top = -np.inf
                 for j in range(s_n):
-                    if mask[b, i, j]:
-                        sc = -INF_VAL
-                    else:
-                        ac = 0.0
-                        bd = 0.0
-                        r = j + t_n - 1 - i
-                        for d in range(dk):
-                            ac += q_u[b, h, i, d] * k[b, h, j, d]
-                            bd += q_v[b, h, i, d] * p[h, r, d]
-                        sc = (ac + bd) / scale
-                    scores[j] = sc
-                    if sc > top:
-                        top = sc
+                    sc = -INF_VAL if mask[b, i, j] else (ac[b, h, i, j] + bd_full[b, h, i, j + r0]) / scale
+                    attn[b, h, i, j] = sc
+                    top = max(top, sc)
                 total = 0.0
                 for j in range(s_n):
-                    e = math.exp(scores[j] - top)
-                    scores[j] = e
+                    e = math.exp(attn[b, h, i, j] - top)
+                    attn[b, h, i, j] = e
                     total += e
-                for d in range(dk):
-                    out[b, h, i, d] = 0.0
                 for j in range(s_n):
-                    if mask[b, i, j]:
-                        continue
-                    a = scores[j] / total
-                    for d in range(dk):
-                        out[b, h, i, d] += a * v[b, h, j, d]
+                    attn[b, h, i, j] = 0.0 if mask[b, i, j] else attn[b, h, i, j] / total
 
 
 def rel_pos_attention_core(q_u, q_v, k, v, p, att_mask):
-    """Numba twin of ``attention.rel_pos_attention_core``: -> context [B, H, T, dk]."""
-    out = np.empty(q_u.shape, q_u.dtype)
-    _rel_pos_attention(np.ascontiguousarray(q_u), np.ascontiguousarray(q_v), np.ascontiguousarray(k),
-                       np.ascontiguousarray(v), np.ascontiguousarray(p), np.ascontiguousarray(att_mask), out)
-    return out
+    """Numba twin of ``attention.rel_pos_attention_core``: -> context [B, H, T, dk].
+
+    The three products stay in BLAS; the kernel fuses rel_shift, the mask and the softmax."""
+    ac = q_u @ k.transpose(0, 1, 3, 2)  # [B, H, T, S]
+    bd_full = np.ascontiguousarray(q_v @ p.transpose(0, 2, 1))  # [B, H, T, 2S-1]
+    attn = np.empty(ac.shape, ac.dtype)
+    scale = ac.dtype.type(math.sqrt(q_u.shape[-1]))
+    _rel_shift_masked_softmax(np.ascontiguousarray(ac), bd_full, np.ascontiguousarray(att_mask), scale, attn)
+    return attn @ v
 
 
 @numba.jit(**JIT)
