@@ -17,6 +17,7 @@ from .streaming import run_stream
 from .tokenizer import Tokenizer
 
 ENGINES = ("refimpl", "onnxruntime")
+PATHS = ("plain", "fast")
 DECODERS = ("rnnt", "ctc")
 
 
@@ -44,9 +45,11 @@ def parse_att_context_size(text):
 
 
 def open_engine(model, *, engine: str = "refimpl", weights=None, att_context_size=None, backend: str = "numba",
-                dtype=np.float32, threads: int = 1):
+                dtype=np.float32, threads: int = 1, path: str = "plain"):
     """An engine for ``model`` (a path). ``weights`` (a path to a .nemo or another export of the same model)
-    makes refimpl take its weights from there instead of from ``model``."""
+    makes refimpl take its weights from there instead of from ``model``. ``path`` "plain" is the readable
+    reference encoder (``refimpl.encoder``); "fast" keeps projected keys/values of cached frames
+    (``refimpl.fast``), same results within the tolerance table."""
     att = parse_att_context_size(att_context_size)
     if engine == "onnxruntime":
         if Path(model).suffix == ".nemo":
@@ -54,8 +57,18 @@ def open_engine(model, *, engine: str = "refimpl", weights=None, att_context_siz
         return OnnxEngine(model, att_context_size=att, threads=threads)
     if engine != "refimpl":
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    if path not in PATHS:
+        raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     config, w = load_model(weights if weights is not None else model)
-    return RefimplEngine(config, w, att_context_size=att, backend=backend, dtype=dtype)
+    return make_refimpl_engine(config, w, att_context_size=att, backend=backend, dtype=dtype, path=path)
+
+
+def make_refimpl_engine(config, weights, *, path: str = "plain", **kwargs):
+    """RefimplEngine (plain reference path) or FastRefimplEngine (fast path) on the same (config, weights)."""
+    if path == "fast":
+        from .fast import FastRefimplEngine
+        return FastRefimplEngine(config, weights, **kwargs)
+    return RefimplEngine(config, weights, **kwargs)
 
 
 def features(audio, config, weights=None, *, legacy: bool = False):
@@ -89,12 +102,12 @@ class Transcript:
 
 def transcribe(audio, model, *, decoder: str = "rnnt", engine: str = "refimpl", att_context_size=None,
                weights=None, backend: str = "numba", dtype=np.float32, threads: int = 1, eng=None,
-               notes: list | None = None) -> Transcript:
+               notes: list | None = None, path: str = "fast") -> Transcript:
     """Stream ``audio`` (path or array) through ``model`` chunk by chunk and decode greedily."""
     if decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
     eng = eng or open_engine(model, engine=engine, weights=weights, att_context_size=att_context_size,
-                             backend=backend, dtype=dtype, threads=threads)
+                             backend=backend, dtype=dtype, threads=threads, path=path)
     if not eng.config.encoder.has_cache_io:
         from .contract import stateless_message
         if eng.name == "onnxruntime":

@@ -13,7 +13,7 @@ import numpy as np
 from .bench import add_bench_parser
 
 
-def _add_model_args(p, *, engine=True, lookahead=True):
+def _add_model_args(p, *, engine=True, lookahead=True, path_default="plain"):
     p.add_argument("--model", required=True, help="folder of NeMo's ONNX export (or one .onnx file, or a .nemo)")
     if lookahead:
         p.add_argument("--att-context-size", metavar="L,R",
@@ -26,6 +26,14 @@ def _add_model_args(p, *, engine=True, lookahead=True):
                        help="refimpl arithmetic: numba kernels (default) or plain NumPy")
         p.add_argument("--float64", action="store_true", help="run refimpl in double precision")
         p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op and BLAS threads")
+        _add_path_arg(p, default=path_default)
+
+
+def _add_path_arg(p, default):
+    p.add_argument("--path", choices=["plain", "fast"], default=default,
+                   help=f"refimpl encoder: the readable reference (plain) or the fast path that keeps projected "
+                        f"keys/values of cached frames (fast); same results within the tolerance table "
+                        f"(default {default})")
 
 
 def cmd_transcribe(args) -> int:
@@ -34,7 +42,7 @@ def cmd_transcribe(args) -> int:
     notes = []
     t = api.transcribe(args.audio, args.model, decoder=args.decoder, engine=args.engine,
                        att_context_size=args.att_context_size, weights=args.weights, backend=args.backend,
-                       dtype=_dtype(args), threads=args.threads, notes=notes)
+                       dtype=_dtype(args), threads=args.threads, notes=notes, path=args.path)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     if args.json:
@@ -87,7 +95,7 @@ def cmd_crosscheck(args) -> int:
     try:
         report = crosscheck(args.audio, args.model, att_context_size=args.att_context_size, weights=args.weights,
                             layers=args.layers, dtype=_dtype(args), backend=args.backend, threads=args.threads,
-                            on_chunk=bar, notices=notices)
+                            on_chunk=bar, notices=notices, path=args.path)
     finally:
         if bar is not None:
             bar.close()
@@ -160,7 +168,7 @@ def cmd_golden(args) -> int:
 
     notes = []
     report = golden.verify(args.golden, args.model, engine=args.engine, weights=args.weights, backend=args.backend,
-                           dtype=_dtype(args), threads=args.threads, notes=notes)
+                           dtype=_dtype(args), threads=args.threads, notes=notes, refimpl_path=args.path)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     print(format_report(report))
@@ -176,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transcribe", help="stream an audio file through the model and print the text")
     p.add_argument("audio", help="16 kHz mono audio file")
-    _add_model_args(p)
+    _add_model_args(p, path_default="fast")
     p.add_argument("--decoder", choices=["rnnt", "ctc"], default="rnnt")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the text")
     p.set_defaults(func=cmd_transcribe)
@@ -193,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_path_arg(p, default="plain")
     p.set_defaults(func=cmd_crosscheck)
 
     p = sub.add_parser("inspect", help="the exact shapes of every input and output, and the arithmetic behind them")

@@ -240,12 +240,12 @@ def crosscheck_offline(reference, candidate, mel, *, model: str = "", decoders=(
 
 def crosscheck(audio, model, *, att_context_size=None, weights=None, layers: bool = False, dtype=np.float32,
                backend: str = "numba", threads: int = 1, decoders=("rnnt", "ctc"), on_chunk=None,
-               notices: list | None = None) -> CrosscheckReport:
+               notices: list | None = None, path: str = "plain") -> CrosscheckReport:
     """onnxruntime on ``model`` (NeMo's export) vs refimpl (weights from ``weights`` if given — a .nemo or
     another export of the same model — else from ``model``) on ``audio`` (a path or a 1-D array)."""
-    from .api import features, load_model, parse_att_context_size
+    from .api import features, load_model, make_refimpl_engine, parse_att_context_size
     from .contract import check_same_architecture, stateless_message
-    from .engines import OnnxEngine, RefimplEngine
+    from .engines import OnnxEngine
 
     att = parse_att_context_size(att_context_size)
     ref = OnnxEngine(model, att_context_size=att, threads=threads, taps=layers)
@@ -256,8 +256,8 @@ def crosscheck(audio, model, *, att_context_size=None, weights=None, layers: boo
             import dataclasses  # proves the model serves its look-ahead too
             both = tuple(dict.fromkeys([config.encoder.att_context_size, ref.config.encoder.att_context_size]))
             config = dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, att_context_sizes=both))
-    cand = RefimplEngine(config, w, att_context_size=ref.config.encoder.att_context_size if ref.has_cache_io
-                         else None, backend=backend, dtype=dtype)
+    cand = make_refimpl_engine(config, w, att_context_size=ref.config.encoder.att_context_size if ref.has_cache_io
+                               else None, backend=backend, dtype=dtype, path=path)
     mel, _ = features(audio, cand.config, w)
     if not ref.has_cache_io:
         if notices is not None:

@@ -122,7 +122,7 @@ def read_golden(path) -> tuple:
 
 
 def verify(path, model, *, engine: str = "onnxruntime", weights=None, backend: str = "numba", dtype=np.float32,
-           threads: int = 1, notes: list | None = None) -> CrosscheckReport:
+           threads: int = 1, notes: list | None = None, refimpl_path: str = "plain") -> CrosscheckReport:
     """Replay a golden file's chunks through ``engine`` on ``model`` and compare like crosscheck: every output of
     every chunk (cache inputs taken from the golden, so each chunk is judged on its own), then the tokens
     decoded from the engine's own outputs."""
@@ -131,7 +131,7 @@ def verify(path, model, *, engine: str = "onnxruntime", weights=None, backend: s
     header, arrays = read_golden(path)
     att = tuple(header["att_context_size"])
     eng = open_engine(model, engine=engine, weights=weights, att_context_size=att, backend=backend, dtype=dtype,
-                      threads=threads)
+                      threads=threads, path=refimpl_path)
     if notes is not None:
         now = _model_files(model)
         if now != header["model"]["files"]:
