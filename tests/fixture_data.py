@@ -63,3 +63,25 @@ def golden_chunk_input(model: str, att, clip: str, i: int) -> np.ndarray:
 def layer_first_to_batch_first(cache: np.ndarray) -> np.ndarray:
     """NeMo's internal cache layout [n_layers, B, ...] -> the export's [B, n_layers, ...]."""
     return np.ascontiguousarray(cache.transpose(1, 0, *range(2, cache.ndim)))
+
+
+@functools.lru_cache(maxsize=None)
+def _ort_engine(path: str, kw: tuple):
+    from refimpl.engines import OnnxEngine
+
+    return OnnxEngine(path, **dict(kw))
+
+
+def ort_engine(path, **kw):
+    """One onnxruntime session per (export, options) for the whole test run."""
+    return _ort_engine(str(path), tuple(sorted(kw.items())))
+
+
+def assert_crosscheck_ok(report, golden=None):
+    """No divergence, identical tokens on both engines, and NeMo's RNNT tokens when a golden is given."""
+    assert report.first_divergence is None, report.first_divergence
+    assert report.ok
+    for d, toks in report.tokens["onnxruntime"].items():
+        assert toks == report.tokens["refimpl"][d]
+    if golden is not None and "rnnt" in report.tokens["onnxruntime"]:
+        assert report.tokens["refimpl"]["rnnt"] == golden["rnnt/tokens"].tolist()

@@ -2,29 +2,15 @@
 export and look-ahead, and its engine_state contract: interchangeable with the other engines at any chunk."""
 import numpy as np
 import pytest
-from fixture_data import MODELS, STREAMS, att_dir, folder, mel_goldens, nemo_model, onnx_model, stream_golden
+from fixture_data import (MODELS, STREAMS, assert_crosscheck_ok, att_dir, folder, mel_goldens, nemo_model, onnx_model,
+                          ort_engine, stream_golden)
 
 from refimpl.crosscheck import crosscheck_engines
-from refimpl.engines import OnnxEngine, RefimplEngine
+from refimpl.engines import RefimplEngine
 from refimpl.fast import FastRefimplEngine
 from refimpl.streaming import initial_state, stream_step
 from refimpl.tolerances import compare
 
-_ORT = {}
-
-
-def ort_engine(path, **kw) -> OnnxEngine:
-    key = (str(path), tuple(sorted(kw.items())))
-    if key not in _ORT:
-        _ORT[key] = OnnxEngine(path, **kw)
-    return _ORT[key]
-
-
-def _check(report, golden=None):
-    assert report.first_divergence is None, report.first_divergence
-    assert report.ok
-    if golden is not None and "rnnt" in report.tokens["onnxruntime"]:
-        assert report.tokens["refimpl"]["rnnt"] == golden["rnnt/tokens"].tolist()
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
@@ -35,7 +21,7 @@ def test_fast_crosscheck_every_export_and_lookahead(model, att, clip, backend):
     cand = FastRefimplEngine(config, weights, att_context_size=att, backend=backend)
     report = crosscheck_engines(ort_engine(folder(model, att), taps=True), cand, mel_goldens()[f"{clip}/mel"],
                                 layers=True)
-    _check(report, stream_golden(model, att, clip))
+    assert_crosscheck_ok(report, stream_golden(model, att, clip))
     assert max(r for _, r in report.worst().values()) < 3e-6
 
 
@@ -44,14 +30,14 @@ def test_fast_from_export_folder(model):
     """Weights read tensor by tensor from the ONNX files straight into the fast layout."""
     att = MODELS[model]["modes"][0]
     cand = FastRefimplEngine.from_model(folder(model, att))
-    _check(crosscheck_engines(ort_engine(folder(model, att)), cand, mel_goldens()["fox/mel"]),
+    assert_crosscheck_ok(crosscheck_engines(ort_engine(folder(model, att)), cand, mel_goldens()["fox/mel"]),
            stream_golden(model, att, "fox"))
 
 
 def test_fast_float64():
     config, weights = onnx_model(f"hybrid/{att_dir((70, 0))}")
     cand = FastRefimplEngine(config, weights, backend="numba", dtype=np.float64)
-    _check(crosscheck_engines(ort_engine(folder("hybrid", (70, 0))), cand, mel_goldens()["fox/mel"]))
+    assert_crosscheck_ok(crosscheck_engines(ort_engine(folder("hybrid", (70, 0))), cand, mel_goldens()["fox/mel"]))
 
 
 def _run(engines, mel, att_params, batch_lengths=None):

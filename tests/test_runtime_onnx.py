@@ -2,28 +2,12 @@
 decoder_joint call (logits, LSTM states), and the final token ids, for every fixture export and look-ahead."""
 import numpy as np
 import pytest
-from fixture_data import MODELS, STREAMS, att_dir, folder, mel_goldens, nemo_model, onnx_model, stream_golden
+from fixture_data import (MODELS, STREAMS, assert_crosscheck_ok, att_dir, folder, mel_goldens, nemo_model, onnx_model,
+                          ort_engine, stream_golden)
 
 from refimpl.crosscheck import crosscheck_engines
-from refimpl.engines import OnnxEngine, RefimplEngine
+from refimpl.engines import RefimplEngine
 
-_ORT = {}
-
-
-def ort_engine(path, **kw) -> OnnxEngine:
-    key = (str(path), tuple(sorted(kw.items())))
-    if key not in _ORT:
-        _ORT[key] = OnnxEngine(path, **kw)
-    return _ORT[key]
-
-
-def _check(report, golden=None):
-    assert report.first_divergence is None, report.first_divergence
-    assert report.ok
-    for d, toks in report.tokens["onnxruntime"].items():
-        assert toks == report.tokens["refimpl"][d]
-    if golden is not None and "rnnt" in report.tokens["onnxruntime"]:
-        assert report.tokens["onnxruntime"]["rnnt"] == golden["rnnt/tokens"].tolist()
 
 
 @pytest.mark.parametrize("model,att,clip", STREAMS)
@@ -33,7 +17,7 @@ def test_crosscheck_every_export_and_lookahead(model, att, clip):
     ref = ort_engine(folder(model, att), taps=True)
     cand = RefimplEngine(config, weights, att_context_size=att, backend="numba")
     report = crosscheck_engines(ref, cand, mel_goldens()[f"{clip}/mel"], layers=True)
-    _check(report, stream_golden(model, att, clip))
+    assert_crosscheck_ok(report, stream_golden(model, att, clip))
     assert any(ch.layers for ch in report.chunks)
 
 
@@ -44,7 +28,7 @@ def test_crosscheck_backends_and_float64(model, backend, dtype):
     config, weights = onnx_model(f"{model}/{att_dir(att)}")  # weights from the graph under test
     cand = RefimplEngine(config, weights, backend=backend, dtype=dtype)
     report = crosscheck_engines(ort_engine(folder(model, att)), cand, mel_goldens()["fox/mel"])
-    _check(report, stream_golden(model, att, "fox"))
+    assert_crosscheck_ok(report, stream_golden(model, att, "fox"))
 
 
 def test_crosscheck_ctc_export():
@@ -54,7 +38,7 @@ def test_crosscheck_ctc_export():
         cand = RefimplEngine(config, weights, att_context_size=(70, 13))
         report = crosscheck_engines(ort_engine(folder("hybrid", (70, 13)).parent / "ctc-att-70-13"), cand,
                                     mel_goldens()[f"{clip}/mel"])
-        _check(report)
+        assert_crosscheck_ok(report)
         assert "logprobs" in report.chunks[0].outputs
         labels = stream_golden("hybrid", (70, 13), clip)["ctc/frame_argmax"]
         assert report.tokens["refimpl"]["ctc"] == _collapse(labels, config.blank_id)
