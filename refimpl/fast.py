@@ -235,6 +235,11 @@ def project_cached_kv(cache_last_channel, layout: dict, cfg):
     return k_t, v
 
 
+def _feed_forward(h, ff: dict):
+    """``conformer.feed_forward`` on panel weights, without linear2's bias (fused into the residual add)."""
+    return linear_p(swish_(linear_p(h, ff["linear1"])), ff["linear2"], bias=False)
+
+
 def fast_conformer_layer(x, lp: dict, *, layer: int, cache_time, k_all, v_all, pos_t, pos_off: int, att_mask,
                          pad_mask, conv_norm_type: str, ops: _Ops, taps: dict | None = None, name: str = ""):
     """``conformer.conformer_layer`` on the fast layout: x [B, T, d] -> (y [B, T, d], the post-norm attention
@@ -249,7 +254,7 @@ def fast_conformer_layer(x, lp: dict, *, layer: int, cache_time, k_all, v_all, p
     h = ops.layer_norm(residual, lp["norm_feed_forward1"])
     tap("feed_forward1/input", h)
     ff = lp["feed_forward1"]
-    h = linear_p(swish_(linear_p(h, ff["linear1"])), ff["linear2"], bias=False)
+    h = _feed_forward(h, ff)
     tap("feed_forward1/output", h + ff["linear2"]["bias"])
     residual, a = ops.residual_layer_norm(residual, h, ff["linear2"]["bias"], FC_FACTOR, lp["norm_self_att"])
     tap("self_attn/input", a)
@@ -271,7 +276,7 @@ def fast_conformer_layer(x, lp: dict, *, layer: int, cache_time, k_all, v_all, p
     tap("feed_forward2/input", h)
 
     ff = lp["feed_forward2"]
-    h = linear_p(swish_(linear_p(h, ff["linear1"])), ff["linear2"], bias=False)
+    h = _feed_forward(h, ff)
     tap("feed_forward2/output", h + ff["linear2"]["bias"])
     residual, y = ops.residual_layer_norm(residual, h, ff["linear2"]["bias"], FC_FACTOR, lp["norm_out"])
     tap("norm_out/input", residual)

@@ -121,6 +121,22 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
 
 
 @numba.jit(**JIT)
+def _layer_norm_row(x, w, b, eps, out):  # pragma: no cover - compiled
+    # one row: out = (x - mean) / sqrt(var + eps) * w + b, statistics accumulated in float64; out may be x
+    d = x.shape[0]
+    s = 0.0
+    for c in range(d):
+        s += x[c]
+    mean = s / d
+    s = 0.0
+    for c in range(d):
+        s += (x[c] - mean) ** 2
+    inv = 1.0 / math.sqrt(s / d + eps)
+    for c in range(d):
+        out[c] = (x[c] - mean) * inv * w[c] + b[c]
+
+
+@numba.jit(**JIT)
 def _conv_module_core(h2, keep, cache, w_t, bias, norm_mode, n_w, n_b, n_mean, eps, out, cache_next):  # pragma: no cover
     # h2 [B, T, 2d] pointwise_conv1 output; keep [B, T] (False = padded frame); cache [B, d, K-1]; w_t [K, d]
     # norm_mode 0 LayerNorm(n_w, n_b), 1 BatchNorm (x - n_mean) * n_w + n_b (n_w = scale), 2 none (folded)
@@ -156,16 +172,7 @@ def _conv_module_core(h2, keep, cache, w_t, bias, norm_mode, n_w, n_b, n_mean, e
             for c in range(d):
                 y[c] += bias[c]
             if norm_mode == 0:
-                s = 0.0
-                for c in range(d):
-                    s += y[c]
-                mean = s / d
-                s = 0.0
-                for c in range(d):
-                    s += (y[c] - mean) ** 2
-                inv = 1.0 / math.sqrt(s / d + eps)
-                for c in range(d):
-                    y[c] = (y[c] - mean) * inv * n_w[c] + n_b[c]
+                _layer_norm_row(y, n_w, n_b, eps, y)
             elif norm_mode == 1:
                 for c in range(d):
                     y[c] = (y[c] - n_mean[c]) * n_w[c] + n_b[c]
@@ -194,21 +201,9 @@ def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=1e-5):
 
 @numba.jit(**JIT)
 def _layer_norm(x, w, b, eps, y):  # pragma: no cover - compiled
-    # x, y [N, d]: y = (x - mean) / sqrt(var + eps) * w + b per row (statistics accumulated in float64)
-    n, d = x.shape
-    for r in range(n):
-        xr = x[r]
-        s = 0.0
-        for c in range(d):
-            s += xr[c]
-        mean = s / d
-        s = 0.0
-        for c in range(d):
-            s += (xr[c] - mean) ** 2
-        inv = 1.0 / math.sqrt(s / d + eps)
-        out = y[r]
-        for c in range(d):
-            out[c] = (xr[c] - mean) * inv * w[c] + b[c]
+    # x, y [N, d]: y = (x - mean) / sqrt(var + eps) * w + b per row
+    for r in range(x.shape[0]):
+        _layer_norm_row(x[r], w, b, eps, y[r])
 
 
 def layer_norm(x, params, eps=1e-5):
