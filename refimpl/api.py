@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .engines import OnnxEngine, RefimplEngine
-from .streaming import run_stream
-from .tokenizer import Tokenizer
+from .runtime.engines import OnnxEngine, RefimplEngine
+from .runtime.streaming import run_stream
+from .runtime.tokenizer import Tokenizer
 
 ENGINES = ("refimpl", "onnxruntime")
 PATHS = ("plain", "fast")
@@ -66,7 +66,7 @@ def open_engine(model, *, engine: str = "refimpl", weights=None, att_context_siz
 def make_refimpl_engine(config, weights, *, path: str = "plain", **kwargs):
     """RefimplEngine (plain reference path) or FastRefimplEngine (fast path) on the same (config, weights)."""
     if path == "fast":
-        from .fast import FastRefimplEngine
+        from .fast.encoder import FastRefimplEngine
         return FastRefimplEngine(config, weights, **kwargs)
     return RefimplEngine(config, weights, **kwargs)
 
@@ -74,8 +74,8 @@ def make_refimpl_engine(config, weights, *, path: str = "plain", **kwargs):
 def features(audio, config, weights=None, *, legacy: bool = False):
     """Log-mel [1, feat_in, F] of a file path or 1-D float array, with the checkpoint's filterbank and window
     when the weights carry them (a .nemo does; ONNX graphs hold no preprocessor)."""
-    from .audio import as_audio, load_audio
-    from .preprocessing import log_mel
+    from .model.audio import as_audio, load_audio
+    from .model.preprocessing import log_mel
 
     x = load_audio(audio, sample_rate=config.preprocessor.sample_rate) if isinstance(audio, (str, Path)) \
         else as_audio(audio)
@@ -109,7 +109,7 @@ def transcribe(audio, model, *, decoder: str = "rnnt", engine: str = "refimpl", 
     eng = eng or open_engine(model, engine=engine, weights=weights, att_context_size=att_context_size,
                              backend=backend, dtype=dtype, threads=threads, path=path)
     if not eng.config.encoder.has_cache_io:
-        from .contract import stateless_message
+        from .tools.contract import stateless_message
         if eng.name == "onnxruntime":
             raise ValueError(stateless_message(model))
         if notes is not None:

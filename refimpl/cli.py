@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 
-from .bench import add_bench_parser
+from .tools.bench import add_bench_parser
 
 
 def _add_model_args(p, *, engine=True, lookahead=True, path_default="plain"):
@@ -79,7 +79,7 @@ def _progress(args):
 def _texts(report, tokenizer_model):
     if tokenizer_model is None:
         return None
-    from .tokenizer import Tokenizer
+    from .runtime.tokenizer import Tokenizer
 
     tok = Tokenizer(tokenizer_model)
     return {who: {d: tok.decode(t) for d, t in per.items()} for who, per in report.tokens.items()}
@@ -88,7 +88,7 @@ def _texts(report, tokenizer_model):
 def cmd_crosscheck(args) -> int:
     from weights_tools import plan_onnx
 
-    from .crosscheck import crosscheck, format_report
+    from .tools.crosscheck import crosscheck, format_report
 
     notices = []
     bar = _progress(args)
@@ -114,8 +114,8 @@ def cmd_inspect(args) -> int:
     from weights_tools import io_contract, plan_onnx, read_nemo_config
 
     from .api import parse_att_context_size
-    from .contract import chunk_contract, format_contract, stateless_message
-    from .engines import resolve_att_context_size
+    from .tools.contract import chunk_contract, format_contract, stateless_message
+    from .runtime.engines import resolve_att_context_size
 
     nemo = Path(args.model).suffix == ".nemo"
     config = read_nemo_config(args.model) if nemo else plan_onnx(args.model).config  # no weights read
@@ -144,7 +144,7 @@ def cmd_inspect(args) -> int:
 def cmd_check_inputs(args) -> int:
     from weights_tools import plan_onnx
 
-    from .check_inputs import check_inputs, format_check, load_inputs
+    from .tools.check_inputs import check_inputs, format_check, load_inputs
 
     inputs = load_inputs(args.inputs)
     report = check_inputs(args.model, inputs, first_chunk=args.first_chunk)
@@ -156,7 +156,7 @@ def cmd_check_inputs(args) -> int:
 
 
 def cmd_golden(args) -> int:
-    from . import golden
+    from .tools import golden
 
     if args.golden_command == "record":
         h = golden.record(args.model, args.audio, args.output, att_context_size=args.att_context_size,
@@ -164,7 +164,7 @@ def cmd_golden(args) -> int:
         print(f"wrote {args.output}: {h['n_chunks']} chunks, att_context_size {h['att_context_size']}, "
               f"decoders {h['decoders']}; text: {h['text']}")
         return 0
-    from .crosscheck import format_report
+    from .tools.crosscheck import format_report
 
     notes = []
     report = golden.verify(args.golden, args.model, engine=args.engine, weights=args.weights, backend=args.backend,
@@ -250,9 +250,9 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from weights_tools import ConfigError, ModelLoadError
 
-    from .audio import AudioError
-    from .engines import LookAheadError
-    from .golden import GoldenFormatError
+    from .model.audio import AudioError
+    from .runtime.engines import LookAheadError
+    from .tools.golden import GoldenFormatError
 
     try:
         with _thread_limit(args):

@@ -67,7 +67,7 @@ def layer_first_to_batch_first(cache: np.ndarray) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _ort_engine(path: str, kw: tuple):
-    from refimpl.engines import OnnxEngine
+    from refimpl.runtime.engines import OnnxEngine
 
     return OnnxEngine(path, **dict(kw))
 

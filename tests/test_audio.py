@@ -1,4 +1,4 @@
-"""refimpl.audio: reading the fixture clips, and refusing what the model cannot take with a useful message."""
+"""refimpl.model.audio: reading the fixture clips, and refusing what the model cannot take with a useful message."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from refimpl.audio import AudioError, as_audio, as_audio_batch, load_audio
+from refimpl.model.audio import AudioError, as_audio, as_audio_batch, load_audio
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from fixture_data import folder
 
-from refimpl import bench
+from refimpl.tools import bench
 from refimpl.cli import build_parser, main
 
 
@@ -32,7 +32,7 @@ def test_interleaving_alternates_engines_and_blocks():
 
     from fixture_data import mel_goldens, nemo_model
 
-    from refimpl.fast import FastRefimplEngine
+    from refimpl.fast.encoder import FastRefimplEngine
 
     config, weights = nemo_model("hybrid")
     eng = FastRefimplEngine(config, weights, att_context_size=(70, 1))

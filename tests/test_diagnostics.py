@@ -10,10 +10,10 @@ import pytest
 from fixture_data import AUDIO, FIXTURES, mel_goldens, nemo_model
 from onnx import numpy_helper
 
-from refimpl.check_inputs import check_inputs
+from refimpl.tools.check_inputs import check_inputs
 from refimpl.cli import main
-from refimpl.crosscheck import crosscheck_engines
-from refimpl.engines import OnnxEngine, RefimplEngine
+from refimpl.tools.crosscheck import crosscheck_engines
+from refimpl.runtime.engines import OnnxEngine, RefimplEngine
 
 HYBRID = FIXTURES / "hybrid"
 M13 = HYBRID / "att-70-13"
@@ -108,7 +108,7 @@ def test_crosscheck_catches_caches_fed_back_wrong():
 
 def test_layer_first_feedback_runs_silently_when_batch_equals_n_layers():
     """Why check-inputs warns when B == n_layers: onnxruntime accepts the swapped cache and computes garbage."""
-    from refimpl.streaming import run_stream
+    from refimpl.runtime.streaming import run_stream
 
     mel = mel_goldens()["north_wind/mel"]
     mel = np.stack([mel, mel[:, ::-1].copy()])
@@ -317,7 +317,7 @@ def test_crosscheck_weights_from_another_export_of_the_same_model(capsys):
 
 
 def test_fast_path_behind_every_command(tmp_path, capsys):
-    """--path fast (refimpl.fast) passes the same checks as the plain reference path."""
+    """--path fast (refimpl.fast.encoder) passes the same checks as the plain reference path."""
     assert main(["crosscheck", FOX, "--model", str(HYBRID / "att-70-0"), "--path", "fast", "--layers", "--quiet"]) == 0
     capsys.readouterr()
     g = tmp_path / "g.npz"

@@ -1,15 +1,15 @@
-"""The fast path (refimpl.fast) against onnxruntime and against the plain path, chunk by chunk, on every fixture
+"""The fast path (refimpl.fast.encoder) against onnxruntime and against the plain path, chunk by chunk, on every fixture
 export and look-ahead, and its engine_state contract: interchangeable with the other engines at any chunk."""
 import numpy as np
 import pytest
 from fixture_data import (MODELS, STREAMS, assert_crosscheck_ok, att_dir, folder, mel_goldens, nemo_model, onnx_model,
                           ort_engine, stream_golden)
 
-from refimpl.crosscheck import crosscheck_engines
-from refimpl.engines import RefimplEngine
-from refimpl.fast import FastRefimplEngine
-from refimpl.streaming import initial_state, stream_step
-from refimpl.tolerances import compare
+from refimpl.tools.crosscheck import crosscheck_engines
+from refimpl.runtime.engines import RefimplEngine
+from refimpl.fast.encoder import FastRefimplEngine
+from refimpl.runtime.streaming import initial_state, stream_step
+from refimpl.tools.tolerances import compare
 
 
 
@@ -42,7 +42,7 @@ def test_fast_float64():
 
 def _run(engines, mel, att_params, batch_lengths=None):
     """Stream mel [B, F, T] chunk by chunk, engine engines[i % len] at chunk i; -> list of step outputs."""
-    from refimpl.chunking import chunk_schedule
+    from refimpl.runtime.chunking import chunk_schedule
 
     lengths = batch_lengths if batch_lengths is not None else [mel.shape[2]] * mel.shape[0]
     state = initial_state(engines[0], mel.shape[0], ("rnnt",))
@@ -77,13 +77,13 @@ def test_engines_take_over_from_each_other_at_any_chunk(att):
 def test_engine_state_rolls_with_the_cache():
     """Row r of engine_state['linear_k'/'linear_v'] is the projection of row r of cache_last_channel, at every
     chunk (so the state is a pure function of the caches it travels with)."""
-    from refimpl.fast import project_cached_kv
+    from refimpl.fast.encoder import project_cached_kv
 
     config, weights = nemo_model("hybrid")
     fast = FastRefimplEngine(config, weights, att_context_size=(70, 6))
     mel = mel_goldens()["north_wind/mel"][None]
     state = initial_state(fast, 1, ())
-    from refimpl.chunking import chunk_schedule
+    from refimpl.runtime.chunking import chunk_schedule
 
     for c in chunk_schedule([mel.shape[2]], fast.params):
         _, state = stream_step(fast, mel[:, :, c.start: c.start + c.width], c.n_new, state)
@@ -115,7 +115,7 @@ def test_batch_with_different_lengths_matches_each_stream_alone():
 
 def test_offline_call_matches_plain():
     """With every cache None the fast step is NeMo's offline forward, as the plain encoder_step."""
-    from refimpl.encoder import encoder_step
+    from refimpl.model.encoder import encoder_step
 
     config, weights = nemo_model("hybrid")
     fast = FastRefimplEngine(config, weights)

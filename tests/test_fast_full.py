@@ -14,10 +14,10 @@ pytestmark = [pytest.mark.slow,
 
 def _crosscheck(folder, backend, seconds=61.0, weights=None):
     from refimpl import api
-    from refimpl.bench import bench_audio
-    from refimpl.crosscheck import crosscheck_engines
-    from refimpl.engines import OnnxEngine
-    from refimpl.fast import FastRefimplEngine
+    from refimpl.tools.bench import bench_audio
+    from refimpl.tools.crosscheck import crosscheck_engines
+    from refimpl.runtime.engines import OnnxEngine
+    from refimpl.fast.encoder import FastRefimplEngine
 
     ort = OnnxEngine(FULL / folder)
     att = ort.config.encoder.att_context_size

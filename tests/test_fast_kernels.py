@@ -4,11 +4,12 @@ import numpy as np
 import pytest
 from fixture_data import nemo_model
 
-from refimpl import fast, kernels
-from refimpl.attention import make_masks, rel_pos_attention_core, rel_positional_encoding
-from refimpl.convolution import conformer_convolution
-from refimpl.nn import layer_norm
-from refimpl.subsampling import pre_encode
+from refimpl.fast import encoder as fast
+from refimpl.fast import kernels
+from refimpl.model.attention import make_masks, rel_pos_attention_core, rel_positional_encoding
+from refimpl.model.convolution import conformer_convolution
+from refimpl.model.nn import layer_norm
+from refimpl.model.subsampling import pre_encode
 from weights_tools.layouts import conv_layout, encoder_layout, panels, pre_encode_layout, unpanel
 
 RTOL = 1e-5  # float32: only the order of the sums differs

@@ -3,10 +3,10 @@ padding and cache shifts (the twins themselves are checked against NeMo/onnxrunt
 import numpy as np
 import pytest
 
-from refimpl import kernels
-from refimpl.attention import make_masks, rel_pos_attention_core, rel_shift
-from refimpl.convolution import causal_depthwise_conv1d
-from refimpl.rnnt import lstm_cell
+from refimpl.fast import kernels
+from refimpl.model.attention import make_masks, rel_pos_attention_core, rel_shift
+from refimpl.model.convolution import causal_depthwise_conv1d
+from refimpl.model.rnnt import lstm_cell
 
 RTOL = 1e-5  # float32; the kernels accumulate in float64, BLAS in float32: differences are float32 roundoff
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from fixture_data import MODELS, layer_first_to_batch_first, nemo_model, stream_golden
 
-from refimpl.attention import make_masks, rel_pos_mha, rel_positional_encoding
-from refimpl.chunking import streaming_params
-from refimpl.conformer import conformer_layer, feed_forward
-from refimpl.convolution import conformer_convolution
-from refimpl.nn import layer_norm
-from refimpl.subsampling import pre_encode
-from refimpl.tolerances import compare
+from refimpl.model.attention import make_masks, rel_pos_mha, rel_positional_encoding
+from refimpl.runtime.chunking import streaming_params
+from refimpl.model.conformer import conformer_layer, feed_forward
+from refimpl.model.convolution import conformer_convolution
+from refimpl.model.nn import layer_norm
+from refimpl.model.subsampling import pre_encode
+from refimpl.tools.tolerances import compare
 
 CLIP = "fox"
 TAPPED = [(m, spec["modes"][i], chunk) for m, spec in MODELS.items() for i in (0, -1) for chunk in (0, 1, 2)]

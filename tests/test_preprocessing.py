@@ -1,4 +1,4 @@
-"""refimpl.preprocessing against NeMo's own preprocessor output (tests/fixtures/hybrid/goldens/mel.npz, NeMo
+"""refimpl.model.preprocessing against NeMo's own preprocessor output (tests/fixtures/hybrid/goldens/mel.npz, NeMo
 3.0.0), plus hand computations for what the goldens cannot show (NeMo <= 2.4, normalisation, dither).
 
 The goldens are compared with the filterbank and window refimpl computes itself, so these tests need neither
@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 
 import weights_tools
-from refimpl.audio import AudioError, load_audio
-from refimpl.preprocessing import (
+from refimpl.model.audio import AudioError, load_audio
+from refimpl.model.preprocessing import (
     centre_window, check_supported, frame_signal, hz_to_mel, log_mel, mel_filterbank, mel_to_hz, normalize_batch,
     num_frames, pad_time, preemphasis, valid_frames, window_function,
 )
-from refimpl.tolerances import compare
+from refimpl.tools.tolerances import compare
 from weights_tools.config import ConfigError, PreprocessorConfig
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -40,7 +40,7 @@ LOGMEL_MEDIAN_ABS = 1e-6  # one float32 ulp of a log-mel value in [8, 16): typic
 LOGMEL_ULPS, LOGMEL_FRAME_EPS = 4, 32
 LOGMEL_MAX_ABS = 2e-4  # backstop for the whole array: 2x the measured worst 9.1e-5
 # Integers (column count, valid lengths) and masked frames (exactly pad_value 0.0) must match exactly.
-# The project-wide table (refimpl.tolerances, entry "mel") must pass too; it is looser than the bounds above.
+# The project-wide table (refimpl.tools.tolerances, entry "mel") must pass too; it is looser than the bounds above.
 
 
 @pytest.fixture(scope="module")

@@ -5,12 +5,12 @@ import pytest
 from fixture_data import (MODELS, STREAMS, golden_chunk_input, layer_first_to_batch_first, mel_goldens, nemo_model,
                           onnx_model, stream_golden)
 
-from refimpl.chunking import chunk_schedule, streaming_params
-from refimpl.encoder import encoder_step, initial_cache
-from refimpl.engines import RefimplEngine
-from refimpl.streaming import run_stream
-from refimpl.tokenizer import Tokenizer
-from refimpl.tolerances import compare
+from refimpl.runtime.chunking import chunk_schedule, streaming_params
+from refimpl.model.encoder import encoder_step, initial_cache
+from refimpl.runtime.engines import RefimplEngine
+from refimpl.runtime.streaming import run_stream
+from refimpl.runtime.tokenizer import Tokenizer
+from refimpl.tools.tolerances import compare
 
 
 @pytest.mark.parametrize("model,att,clip", STREAMS)

@@ -5,8 +5,8 @@ import pytest
 from fixture_data import (MODELS, STREAMS, assert_crosscheck_ok, att_dir, folder, mel_goldens, nemo_model, onnx_model,
                           ort_engine, stream_golden)
 
-from refimpl.crosscheck import crosscheck_engines
-from refimpl.engines import RefimplEngine
+from refimpl.tools.crosscheck import crosscheck_engines
+from refimpl.runtime.engines import RefimplEngine
 
 
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 from fixture_data import folder, mel_goldens, nemo_model, onnx_model
 
-from refimpl.chunking import chunk_schedule, dropped_tail_frames, streaming_params
-from refimpl.engines import LookAheadError, OnnxEngine, RefimplEngine
-from refimpl.streaming import initial_state, run_stream, stream_step
-from refimpl.tolerances import compare
+from refimpl.runtime.chunking import chunk_schedule, dropped_tail_frames, streaming_params
+from refimpl.runtime.engines import LookAheadError, OnnxEngine, RefimplEngine
+from refimpl.runtime.streaming import initial_state, run_stream, stream_step
+from refimpl.tools.tolerances import compare
 
 CLIPS = ("hello", "fox", "north_wind")
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .attention import make_masks, rel_positional_encoding
-from .chunking import streaming_params
+from ..runtime.chunking import streaming_params
 from .conformer import conformer_layer
 from .subsampling import pre_encode
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 
 from .chunking import streaming_params
-from .ctc import ctc_logprobs
-from .encoder import encoder_step
-from .rnnt import joint, prediction_step
+from ..model.ctc import ctc_logprobs
+from ..model.encoder import encoder_step
+from ..model.rnnt import joint, prediction_step
 
 BACKENDS = ("numpy", "numba")
 
@@ -123,7 +123,7 @@ class OnnxEngine:
         self.tap_tensors = {}
         model = str(encoder_file)
         if taps:  # expose intermediate tensors as extra outputs (found by graph structure)
-            from .onnx_taps import find_taps, with_tap_outputs
+            from ..tools.taps import find_taps, with_tap_outputs
             self.tap_tensors = find_taps(encoder_file)
             model = with_tap_outputs(encoder_file, self.tap_tensors)
         self.encoder_session = ort.InferenceSession(model, so, providers=providers)
@@ -146,7 +146,7 @@ class OnnxEngine:
         names = self.encoder_outputs + list(self.tap_tensors.values())
         values = dict(zip(names, self.encoder_session.run(names, feeds)))
         if taps is not None:
-            from .onnx_taps import TRANSPOSED
+            from ..tools.taps import TRANSPOSED
             for tap, tensor in self.tap_tensors.items():
                 v = values[tensor]
                 taps[tap] = v.transpose(0, 2, 1) if tap.endswith(TRANSPOSED) else v

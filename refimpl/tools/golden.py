@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .chunking import chunk_schedule
+from ..runtime.chunking import chunk_schedule
 from .crosscheck import ChunkReport, CrosscheckReport, first_divergence, token_divergence
-from .streaming import available_decoders, initial_state, stream_step
+from ..runtime.streaming import available_decoders, initial_state, stream_step
 from .tolerances import compare
 
 FORMAT = "refimpl-golden"
@@ -49,11 +49,11 @@ def record(model, audio, out, *, att_context_size=None, threads: int = 1) -> dic
     """Stream ``audio`` through onnxruntime on ``model`` and write the golden file ``out``. Returns the header."""
     import onnxruntime
 
-    from . import __version__
-    from .api import features, parse_att_context_size
+    from .. import __version__
+    from ..api import features, parse_att_context_size
     from .contract import stateless_message
-    from .engines import OnnxEngine
-    from .tokenizer import Tokenizer
+    from ..runtime.engines import OnnxEngine
+    from ..runtime.tokenizer import Tokenizer
 
     engine = OnnxEngine(model, att_context_size=parse_att_context_size(att_context_size), threads=threads)
     if not engine.has_cache_io:
@@ -126,7 +126,7 @@ def verify(path, model, *, engine: str = "onnxruntime", weights=None, backend: s
     """Replay a golden file's chunks through ``engine`` on ``model`` and compare like crosscheck: every output of
     every chunk (cache inputs taken from the golden, so each chunk is judged on its own), then the tokens
     decoded from the engine's own outputs."""
-    from .api import open_engine
+    from ..api import open_engine
 
     header, arrays = read_golden(path)
     att = tuple(header["att_context_size"])

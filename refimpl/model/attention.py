@@ -93,7 +93,7 @@ def rel_pos_mha(x: np.ndarray, cache: np.ndarray | None, params: dict, *, pos_em
     q_u = (q + params["pos_bias_u"]).transpose(0, 2, 1, 3)  # [B, H, T, dk]
     q_v = (q + params["pos_bias_v"]).transpose(0, 2, 1, 3)
     if backend == "numba":
-        from .kernels import rel_pos_attention_core as core
+        from ..fast.kernels import rel_pos_attention_core as core
     else:
         core = rel_pos_attention_core
     ctx = core(q_u, q_v, k, v, p, att_mask).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]

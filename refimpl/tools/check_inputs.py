@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .chunking import streaming_params, subsampled_length
+from ..runtime.chunking import streaming_params, subsampled_length
 
 ENCODER_INPUTS = ("audio_signal", "length", "cache_last_channel", "cache_last_time", "cache_last_channel_len")
 

@@ -44,7 +44,7 @@ def prediction_step(tokens: np.ndarray, h: np.ndarray, c: np.ndarray, params: di
 
     params = weights["decoder"]["prediction"]; the embedding's blank row is zero (blank_as_pad)."""
     if backend == "numba":
-        from .kernels import lstm_cell as cell
+        from ..fast.kernels import lstm_cell as cell
     else:
         cell = lstm_cell
     x = params["embed"]["weight"][tokens]  # [B, H]

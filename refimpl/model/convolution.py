@@ -44,7 +44,7 @@ def conformer_convolution(x: np.ndarray, cache: np.ndarray | None, pad_mask: np.
     h = glu(pointwise_conv1d(x, params["pointwise_conv1"]), axis=-1)  # [B, T, d]
     h = np.where(pad_mask[:, :, None], 0.0, h).astype(x.dtype, copy=False)
     if backend == "numba":
-        from .kernels import causal_depthwise_conv1d as depthwise
+        from ..fast.kernels import causal_depthwise_conv1d as depthwise
     else:
         depthwise = causal_depthwise_conv1d
     h, cache_next = depthwise(h.transpose(0, 2, 1), cache, params["depthwise_conv"])  # [B, d, T]

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .chunking import chunk_schedule, dropped_tail_frames
-from .ctc import greedy_ctc
-from .rnnt import RNNTState, greedy_rnnt, initial_rnnt_state
+from ..model.ctc import greedy_ctc
+from ..model.rnnt import RNNTState, greedy_rnnt, initial_rnnt_state
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .chunking import chunk_schedule
-from .onnx_taps import layer_of, tap_order
-from .streaming import available_decoders, initial_state, stream_step
+from ..runtime.chunking import chunk_schedule
+from .taps import layer_of, tap_order
+from ..runtime.streaming import available_decoders, initial_state, stream_step
 from .tolerances import compare, tolerance_for
 
 ENCODER_OUTPUTS = ("outputs", "logprobs", "encoded_lengths", "cache_last_channel_next", "cache_last_time_next",
@@ -206,8 +206,8 @@ def token_divergence(ref: dict, cand: dict) -> dict | None:
 def crosscheck_offline(reference, candidate, mel, *, model: str = "", decoders=("rnnt", "ctc")) -> CrosscheckReport:
     """For an encoder exported without cache support: one whole-utterance call on each engine (the function
     such a graph computes), compared like one chunk; greedy decoding over every frame."""
-    from .ctc import greedy_ctc
-    from .rnnt import greedy_rnnt, initial_rnnt_state
+    from ..model.ctc import greedy_ctc
+    from ..model.rnnt import greedy_rnnt, initial_rnnt_state
 
     mel = np.asarray(mel, np.float32)
     mel = mel[None] if mel.ndim == 2 else mel
@@ -243,9 +243,9 @@ def crosscheck(audio, model, *, att_context_size=None, weights=None, layers: boo
                notices: list | None = None, path: str = "plain") -> CrosscheckReport:
     """onnxruntime on ``model`` (NeMo's export) vs refimpl (weights from ``weights`` if given — a .nemo or
     another export of the same model — else from ``model``) on ``audio`` (a path or a 1-D array)."""
-    from .api import features, load_model, make_refimpl_engine, parse_att_context_size
+    from ..api import features, load_model, make_refimpl_engine, parse_att_context_size
     from .contract import check_same_architecture, stateless_message
-    from .engines import OnnxEngine
+    from ..runtime.engines import OnnxEngine
 
     att = parse_att_context_size(att_context_size)
     ref = OnnxEngine(model, att_context_size=att, threads=threads, taps=layers)

@@ -39,11 +39,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .attention import INF_VAL, make_masks, rel_positional_encoding
-from .chunking import streaming_params, subsampled_length
-from .encoder import EncoderOutput
-from .engines import RefimplEngine
-from .nn import LAYER_NORM_EPS, layer_norm, relu, sigmoid, swish
+from ..model.attention import INF_VAL, make_masks, rel_positional_encoding
+from ..runtime.chunking import streaming_params, subsampled_length
+from ..model.encoder import EncoderOutput
+from ..runtime.engines import RefimplEngine
+from ..model.nn import LAYER_NORM_EPS, layer_norm, relu, sigmoid, swish
 
 FC_FACTOR = 0.5  # half-step feed-forwards (as conformer.FC_FACTOR)
 ENGINE_STATE_KEYS = ("linear_k", "linear_v")

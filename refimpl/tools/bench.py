@@ -38,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-BUNDLED_AUDIO = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "audio"
+BUNDLED_AUDIO = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "audio"
 CHILD_CHUNKS = 4  # chunks streamed by the load/RSS subprocess after loading
 
 
@@ -66,7 +66,7 @@ def thread_limits(threads: int, *, numba_threads: bool = True):
 def bench_audio(seconds: float, audio=None, sample_rate: int = 16000) -> np.ndarray:
     """The benchmark waveform: ``audio`` (a path), or the bundled clips concatenated and repeated, cut to
     ``seconds`` (all of ``audio`` if seconds is None)."""
-    from .audio import load_audio
+    from ..model.audio import load_audio
 
     if audio is not None:
         x = load_audio(audio, sample_rate=sample_rate)
@@ -87,9 +87,9 @@ def open_engines(model, *, att_context_size=None, threads: int = 1, backend: str
                  which=("onnxruntime", "refimpl")) -> dict:
     """{name: (engine, load seconds)}. refimpl: the fast path read straight into its layout, or with
     ``plain`` the readable reference engine (``RefimplEngine``) on ``weights_tools.load_onnx``."""
-    from .api import parse_att_context_size
-    from .engines import OnnxEngine, RefimplEngine
-    from .fast import FastRefimplEngine
+    from ..api import parse_att_context_size
+    from ..runtime.engines import OnnxEngine, RefimplEngine
+    from ..fast.encoder import FastRefimplEngine
 
     att = parse_att_context_size(att_context_size)
     out = {}
@@ -126,7 +126,7 @@ class _Timed:
 
 
 def _numba_cache_stats() -> dict:
-    from . import kernels
+    from ..fast import kernels
 
     hits = misses = 0
     for obj in vars(kernels).values():
@@ -144,8 +144,8 @@ def stream_interleaved(engines: dict, mel: np.ndarray, *, decoders=("rnnt",), wa
     """Stream mel [1, feat_in, F] through every engine, alternating engines every ``block`` chunks (the order
     within a round alternating too). Each engine's first ``warmup`` chunks run first, untimed.
     -> {name: {"step": [s per timed chunk], "encoder": [...], "warmup_step": [...], "chunks": n}}."""
-    from .chunking import chunk_schedule
-    from .streaming import initial_state, stream_step
+    from ..runtime.chunking import chunk_schedule
+    from ..runtime.streaming import initial_state, stream_step
 
     names = list(engines)
     timed = {n: _Timed(e) for n, e in engines.items()}
@@ -211,13 +211,14 @@ def _child_main(spec: dict) -> dict:
     """In a fresh process: import what the engine needs, load it, stream a few chunks; report load time and
     memory. The baseline (``rss_after_imports_mb``) is taken after the imports; Numba's run-time set-up on the
     first kernel call is counted as the engine's."""
-    from . import api, fast  # noqa: F401
+    from .. import api
+    from ..fast import encoder  # noqa: F401
 
     use_numba = spec["engine"] == "refimpl" and spec["backend"] == "numba"
     if spec["engine"] == "onnxruntime":
         import onnxruntime  # noqa: F401
     elif use_numba:
-        from . import kernels  # noqa: F401  (imports Numba)
+        from ..fast import kernels  # noqa: F401  (imports Numba)
     base = _rss_mb()
     with thread_limits(spec["threads"], numba_threads=use_numba):
         (eng, load_s), = open_engines(spec["model"], att_context_size=spec["att_context_size"],
@@ -234,10 +235,10 @@ def _child_main(spec: dict) -> dict:
 
 def _run_child(spec: dict, env_extra: dict | None = None) -> dict:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.update(env_extra or {})
-    proc = subprocess.run([sys.executable, "-m", "refimpl.bench", "--child", json.dumps(spec)], env=env,
+    proc = subprocess.run([sys.executable, "-m", "refimpl.tools.bench", "--child", json.dumps(spec)], env=env,
                           capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"bench subprocess for {spec['engine']} failed:\n{proc.stderr[-2000:]}")
@@ -261,8 +262,8 @@ def run_bench(model, *, att_context_size=None, seconds: float = 60.0, audio=None
               subprocesses: bool = True, cold_jit: bool = True, floor: bool = True) -> dict:
     """Benchmark refimpl against onnxruntime on ``model`` (a folder of NeMo's ONNX export). Returns a dict
     (see the module docstring for how each number is measured); ``format_report`` prints it."""
-    from . import api
-    from .streaming import available_decoders
+    from .. import api
+    from ..runtime.streaming import available_decoders
 
     with thread_limits(threads, numba_threads=backend == "numba"):
         engines = open_engines(model, att_context_size=att_context_size, threads=threads, backend=backend,

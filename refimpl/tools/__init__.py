@@ -1,0 +1,1 @@
+"""What refimpl answers with: crosscheck, golden files, check-inputs, inspect, bench."""
