@@ -5,15 +5,31 @@ Exit codes: 0 success, 1 a check failed (crosscheck, golden verify), 2 bad input
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
+from weights_tools import ConfigError, ModelLoadError, io_contract, plan_onnx, read_nemo_config
 
+from . import api
+from .fast.encoder import BACKENDS
+from .model.audio import AudioError
+from .runtime.engines import IMPLS, LookAheadError, parse_att_context_size, resolve_att_context_size
+from .runtime.tokenizer import Tokenizer
+from .tools import golden
 from .tools.bench import add_bench_parser
+from .tools.check_inputs import check_inputs, format_check, load_inputs
+from .tools.contract import chunk_contract, format_contract, stateless_message
+from .tools.crosscheck import crosscheck
+from .tools.golden import GoldenFormatError
+from .tools.report import format_report
 
 
-def _add_model_args(p, *, engine=True, lookahead=True, path_default="plain"):
+def _add_model_args(p, *, engine=True, lookahead=True, impl_default="plain"):
     p.add_argument("--model", required=True, help="folder of NeMo's ONNX export (or one .onnx file, or a .nemo)")
     if lookahead:
         p.add_argument("--att-context-size", metavar="L,R",
@@ -22,27 +38,25 @@ def _add_model_args(p, *, engine=True, lookahead=True, path_default="plain"):
         p.add_argument("--engine", choices=["refimpl", "onnxruntime"], default="refimpl")
         p.add_argument("--weights", metavar="PATH",
                        help="refimpl takes its weights from here (a .nemo, or another export of the same model)")
-        p.add_argument("--backend", choices=["numba", "numpy"], default="numba",
-                       help="refimpl arithmetic: numba kernels (default) or plain NumPy")
         p.add_argument("--float64", action="store_true", help="run refimpl in double precision")
         p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op and BLAS threads")
-        _add_path_arg(p, default=path_default)
+        _add_impl_args(p, default=impl_default)
 
 
-def _add_path_arg(p, default):
-    p.add_argument("--path", choices=["plain", "fast"], default=default,
-                   help=f"refimpl encoder: the readable reference (plain) or the fast path that keeps projected "
-                        f"keys/values of cached frames (fast); same results within the tolerance table "
+def _add_impl_args(p, default):
+    p.add_argument("--impl", choices=IMPLS, default=default,
+                   help=f"refimpl's implementation: the readable NumPy reference (plain) or the fast path that keeps "
+                        f"projected keys/values of cached frames (fast); same results within the tolerance table "
                         f"(default {default})")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="with --impl fast: its kernels, Numba (default) or their NumPy twins (no Numba)")
 
 
 def cmd_transcribe(args) -> int:
-    from . import api
-
     notes = []
     t = api.transcribe(args.audio, args.model, decoder=args.decoder, engine=args.engine,
-                       att_context_size=args.att_context_size, weights=args.weights, backend=args.backend,
-                       dtype=_dtype(args), threads=args.threads, notes=notes, path=args.path)
+                       att_context_size=args.att_context_size, weights=args.weights, impl=args.impl,
+                       backend=args.backend, dtype=_dtype(args), threads=args.threads, notes=notes)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     if args.json:
@@ -65,7 +79,7 @@ def _progress(args):
     """A tqdm bar on stderr for long audio; off with --quiet and when stderr is not a terminal."""
     if getattr(args, "quiet", False) or not sys.stderr.isatty():
         return None
-    from tqdm import tqdm
+    from tqdm import tqdm  # only when a bar is shown
 
     bar = tqdm(unit="chunk", file=sys.stderr, leave=False)
 
@@ -79,23 +93,17 @@ def _progress(args):
 def _texts(report, tokenizer_model):
     if tokenizer_model is None:
         return None
-    from .runtime.tokenizer import Tokenizer
-
     tok = Tokenizer(tokenizer_model)
     return {who: {d: tok.decode(t) for d, t in per.items()} for who, per in report.tokens.items()}
 
 
 def cmd_crosscheck(args) -> int:
-    from weights_tools import plan_onnx
-
-    from .tools.crosscheck import crosscheck, format_report
-
     notices = []
     bar = _progress(args)
     try:
         report = crosscheck(args.audio, args.model, att_context_size=args.att_context_size, weights=args.weights,
-                            layers=args.layers, dtype=_dtype(args), backend=args.backend, threads=args.threads,
-                            on_chunk=bar, notices=notices, path=args.path)
+                            layers=args.layers, dtype=_dtype(args), impl=args.impl, backend=args.backend,
+                            threads=args.threads, on_chunk=bar, notices=notices)
     finally:
         if bar is not None:
             bar.close()
@@ -109,14 +117,6 @@ def cmd_crosscheck(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from pathlib import Path
-
-    from weights_tools import io_contract, plan_onnx, read_nemo_config
-
-    from .api import parse_att_context_size
-    from .tools.contract import chunk_contract, format_contract, stateless_message
-    from .runtime.engines import resolve_att_context_size
-
     nemo = Path(args.model).suffix == ".nemo"
     config = read_nemo_config(args.model) if nemo else plan_onnx(args.model).config  # no weights read
     att = resolve_att_context_size(config.encoder, parse_att_context_size(args.att_context_size),
@@ -142,10 +142,6 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_check_inputs(args) -> int:
-    from weights_tools import plan_onnx
-
-    from .tools.check_inputs import check_inputs, format_check, load_inputs
-
     inputs = load_inputs(args.inputs)
     report = check_inputs(args.model, inputs, first_chunk=args.first_chunk)
     if args.json:
@@ -156,19 +152,15 @@ def cmd_check_inputs(args) -> int:
 
 
 def cmd_golden(args) -> int:
-    from .tools import golden
-
     if args.golden_command == "record":
         h = golden.record(args.model, args.audio, args.output, att_context_size=args.att_context_size,
                           threads=args.threads)
         print(f"wrote {args.output}: {h['n_chunks']} chunks, att_context_size {h['att_context_size']}, "
               f"decoders {h['decoders']}; text: {h['text']}")
         return 0
-    from .tools.crosscheck import format_report
-
     notes = []
-    report = golden.verify(args.golden, args.model, engine=args.engine, weights=args.weights, backend=args.backend,
-                           dtype=_dtype(args), threads=args.threads, notes=notes, refimpl_path=args.path)
+    report = golden.verify(args.golden, args.model, engine=args.engine, weights=args.weights, impl=args.impl,
+                           backend=args.backend, dtype=_dtype(args), threads=args.threads, notes=notes)
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     print(format_report(report))
@@ -184,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("transcribe", help="stream an audio file through the model and print the text")
     p.add_argument("audio", help="16 kHz mono audio file")
-    _add_model_args(p, path_default="fast")
-    p.add_argument("--decoder", choices=["rnnt", "ctc"], default="rnnt")
+    _add_model_args(p, impl_default="fast")
+    p.add_argument("--decoder", choices=api.DECODERS,
+                   help="which head decodes (default: the model's RNNT head if it has one, else its CTC head)")
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the text")
     p.set_defaults(func=cmd_transcribe)
 
@@ -197,11 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "the graph under test: checks the graph still computes what the checkpoint says")
     p.add_argument("--layers", action="store_true", help="also compare every layer's intermediate tensors")
     p.add_argument("--float64", action="store_true", help="run refimpl in double precision")
-    p.add_argument("--backend", choices=["numba", "numpy"], default="numba")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_path_arg(p, default="plain")
+    _add_impl_args(p, default="plain")
     p.set_defaults(func=cmd_crosscheck)
 
     p = sub.add_parser("inspect", help="the exact shapes of every input and output, and the arithmetic behind them")
@@ -236,29 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _thread_limit(args):
     """``--threads N`` caps BLAS (and OpenMP) pools for the whole command; onnxruntime gets it separately."""
-    import contextlib
-
     n = getattr(args, "threads", None)
     if not n:
         return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
     return threadpool_limits(limits=n)
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from weights_tools import ConfigError, ModelLoadError
-
-    from .model.audio import AudioError
-    from .runtime.engines import LookAheadError
-    from .tools.golden import GoldenFormatError
-
     try:
         with _thread_limit(args):
             return args.func(args)
     except BrokenPipeError:  # `refimpl inspect ... | head`: stdout closed early; end quietly like any Unix tool
-        import os
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except (ModelLoadError, ConfigError, AudioError, LookAheadError, GoldenFormatError, ValueError,

@@ -60,6 +60,23 @@ def golden_chunk_input(model: str, att, clip: str, i: int) -> np.ndarray:
     return np.concatenate([np.zeros((mel.shape[0], zeros), np.float32), mel[:, start:stop]], axis=1)[None]
 
 
+# refimpl's implementations as test parameters: the plain NumPy reference and the fast twin on both backends
+IMPLS = ["plain", "fast-numba", "fast-numpy"]
+
+
+def impl_args(impl: str) -> dict:
+    """'plain' / 'fast-numba' / 'fast-numpy' -> RefimplEngine keyword arguments."""
+    name, _, backend = impl.partition("-")
+    return {"impl": name, "backend": backend or None}
+
+
+def encoder_ops(config, weights, att, impl: str):
+    """The EncoderOps of one implementation on NeMo-layout weights, at look-ahead ``att``."""
+    from refimpl.runtime.engines import RefimplEngine
+
+    return RefimplEngine(config, weights, att_context_size=att, **impl_args(impl)).ops
+
+
 def layer_first_to_batch_first(cache: np.ndarray) -> np.ndarray:
     """NeMo's internal cache layout [n_layers, B, ...] -> the export's [B, n_layers, ...]."""
     return np.ascontiguousarray(cache.transpose(1, 0, *range(2, cache.ndim)))

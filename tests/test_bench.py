@@ -32,10 +32,10 @@ def test_interleaving_alternates_engines_and_blocks():
 
     from fixture_data import mel_goldens, nemo_model
 
-    from refimpl.fast.encoder import FastRefimplEngine
+    from refimpl.runtime.engines import RefimplEngine
 
     config, weights = nemo_model("hybrid")
-    eng = FastRefimplEngine(config, weights, att_context_size=(70, 1))
+    eng = RefimplEngine(config, weights, att_context_size=(70, 1), impl="fast")
     mel = mel_goldens()["fox/mel"][None]
     res = bench.stream_interleaved({"a": Fake("a", eng), "b": Fake("b", eng)}, mel, decoders=(), warmup=1, block=3)
     n = res["a"]["chunks"]
@@ -58,7 +58,7 @@ def test_run_bench_smoke():
     json.dumps(r)
 
 
-@pytest.mark.parametrize("extra", [["--plain", "--backend", "numpy"], ["--decoder", "ctc", "--block", "2"]])
+@pytest.mark.parametrize("extra", [["--impl", "plain"], ["--decoder", "ctc", "--block", "2"]])
 def test_bench_cli(extra, capsys):
     """``refimpl bench`` is registered on the CLI; --json prints the run_bench dict."""
     args = build_parser().parse_args(["bench", "--model", "m", *extra])
@@ -66,5 +66,5 @@ def test_bench_cli(extra, capsys):
     model = folder("hybrid", (70, 0)) if "--decoder" not in extra else folder("hybrid", (70, 13)).parent / "ctc-att-70-13"
     assert main(["bench", "--model", str(model), "--seconds", "3", "--no-subprocess", "--json", *extra]) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r["refimpl_path"] == ("plain" if "--plain" in extra else "fast")
+    assert r["refimpl_impl"] == ("plain" if "plain" in extra else "fast")
     assert r["decoders"] == (["ctc"] if "ctc" in extra else ["rnnt"])

@@ -317,17 +317,17 @@ def test_crosscheck_weights_from_another_export_of_the_same_model(capsys):
 
 
 def test_fast_path_behind_every_command(tmp_path, capsys):
-    """--path fast (refimpl.fast.encoder) passes the same checks as the plain reference path."""
-    assert main(["crosscheck", FOX, "--model", str(HYBRID / "att-70-0"), "--path", "fast", "--layers", "--quiet"]) == 0
+    """--impl fast (refimpl.fast) passes the same checks as the plain reference."""
+    assert main(["crosscheck", FOX, "--model", str(HYBRID / "att-70-0"), "--impl", "fast", "--layers", "--quiet"]) == 0
     capsys.readouterr()
     g = tmp_path / "g.npz"
     assert main(["golden", "record", "--model", str(HYBRID / "att-70-1"), "--audio", FOX, "-o", str(g)]) == 0
     assert main(["golden", "verify", str(g), "--model", str(HYBRID / "att-70-1"), "--engine", "refimpl",
-                 "--path", "fast"]) == 0
+                 "--impl", "fast"]) == 0
     capsys.readouterr()
-    for path in ("fast", "plain"):
+    for impl in ("fast", "plain"):
         assert main(["transcribe", FOX, "--model", str(HYBRID / "model.nemo"), "--att-context-size", "70,1",
-                     "--path", path, "--json"]) == 0
+                     "--impl", impl, "--json"]) == 0
         d = json.loads(capsys.readouterr().out)
         from fixture_data import stream_golden
         assert d["tokens"] == stream_golden("hybrid", (70, 1), "fox")["rnnt/tokens"].tolist()

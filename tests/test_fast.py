@@ -5,12 +5,13 @@ import pytest
 from fixture_data import (MODELS, STREAMS, assert_crosscheck_ok, att_dir, folder, mel_goldens, nemo_model, onnx_model,
                           ort_engine, stream_golden)
 
-from refimpl.tools.crosscheck import crosscheck_engines
-from refimpl.runtime.engines import RefimplEngine
-from refimpl.fast.encoder import FastRefimplEngine
+from refimpl.fast.encoder import project_cached_kv
+from refimpl.model.encoder import PlainEncoder, encoder_step
+from refimpl.runtime.chunking import chunk_schedule
+from refimpl.runtime.engines import RefimplEngine, open_refimpl
 from refimpl.runtime.streaming import initial_state, stream_step
+from refimpl.tools.crosscheck import crosscheck_engines
 from refimpl.tools.tolerances import compare
-
 
 
 @pytest.mark.parametrize("backend", ["numba", "numpy"])
@@ -18,7 +19,7 @@ from refimpl.tools.tolerances import compare
 def test_fast_crosscheck_every_export_and_lookahead(model, att, clip, backend):
     """Fast engine (weights from the .nemo) vs the export for this look-ahead: every output, cache and layer tap."""
     config, weights = nemo_model(model)
-    cand = FastRefimplEngine(config, weights, att_context_size=att, backend=backend)
+    cand = RefimplEngine(config, weights, att_context_size=att, impl="fast", backend=backend)
     report = crosscheck_engines(ort_engine(folder(model, att), taps=True), cand, mel_goldens()[f"{clip}/mel"],
                                 layers=True)
     assert_crosscheck_ok(report, stream_golden(model, att, clip))
@@ -29,21 +30,19 @@ def test_fast_crosscheck_every_export_and_lookahead(model, att, clip, backend):
 def test_fast_from_export_folder(model):
     """Weights read tensor by tensor from the ONNX files straight into the fast layout."""
     att = MODELS[model]["modes"][0]
-    cand = FastRefimplEngine.from_model(folder(model, att))
+    cand = open_refimpl(folder(model, att), impl="fast")
     assert_crosscheck_ok(crosscheck_engines(ort_engine(folder(model, att)), cand, mel_goldens()["fox/mel"]),
            stream_golden(model, att, "fox"))
 
 
 def test_fast_float64():
     config, weights = onnx_model(f"hybrid/{att_dir((70, 0))}")
-    cand = FastRefimplEngine(config, weights, backend="numba", dtype=np.float64)
+    cand = RefimplEngine(config, weights, impl="fast", backend="numba", dtype=np.float64)
     assert_crosscheck_ok(crosscheck_engines(ort_engine(folder("hybrid", (70, 0))), cand, mel_goldens()["fox/mel"]))
 
 
 def _run(engines, mel, att_params, batch_lengths=None):
     """Stream mel [B, F, T] chunk by chunk, engine engines[i % len] at chunk i; -> list of step outputs."""
-    from refimpl.runtime.chunking import chunk_schedule
-
     lengths = batch_lengths if batch_lengths is not None else [mel.shape[2]] * mel.shape[0]
     state = initial_state(engines[0], mel.shape[0], ("rnnt",))
     steps = []
@@ -61,12 +60,12 @@ def test_engines_take_over_from_each_other_at_any_chunk(att):
     """fast -> plain -> onnxruntime -> fast ...: each engine continues from the caches the previous one produced
     (the fast engine rebuilds its projected keys/values from cache_last_channel when engine_state is None)."""
     config, weights = nemo_model("hybrid")
-    fast = FastRefimplEngine(config, weights, att_context_size=att)
-    plain = RefimplEngine(config, weights, att_context_size=att, backend="numba")
+    fast = RefimplEngine(config, weights, att_context_size=att, impl="fast")
+    plain = RefimplEngine(config, weights, att_context_size=att)
     ort = ort_engine(folder("hybrid", att))
     mel = mel_goldens()["north_wind/mel"][None]
-    mixed, _ = _run([fast, plain, ort], mel, ort.params)
-    ref, _ = _run([ort], mel, ort.params)
+    mixed, _ = _run([fast, plain, ort], mel, ort.streaming)
+    ref, _ = _run([ort], mel, ort.streaming)
     assert len(mixed) == len(ref) > 3
     for a, r in zip(mixed, ref):
         for name in ("outputs", "cache_last_channel_next", "cache_last_time_next", "cache_last_channel_next_len"):
@@ -77,17 +76,13 @@ def test_engines_take_over_from_each_other_at_any_chunk(att):
 def test_engine_state_rolls_with_the_cache():
     """Row r of engine_state['linear_k'/'linear_v'] is the projection of row r of cache_last_channel, at every
     chunk (so the state is a pure function of the caches it travels with)."""
-    from refimpl.fast.encoder import project_cached_kv
-
     config, weights = nemo_model("hybrid")
-    fast = FastRefimplEngine(config, weights, att_context_size=(70, 6))
+    fast = RefimplEngine(config, weights, att_context_size=(70, 6), impl="fast")
     mel = mel_goldens()["north_wind/mel"][None]
     state = initial_state(fast, 1, ())
-    from refimpl.runtime.chunking import chunk_schedule
-
-    for c in chunk_schedule([mel.shape[2]], fast.params):
+    for c in chunk_schedule([mel.shape[2]], fast.streaming):
         _, state = stream_step(fast, mel[:, :, c.start: c.start + c.width], c.n_new, state)
-        k_t, v = project_cached_kv(state.cache_last_channel, fast.model.layout, fast.config.encoder)
+        k_t, v = project_cached_kv(state.cache_last_channel, fast.ops.layout, fast.config.encoder)
         n = int(state.cache_last_channel_len[0])
         c_ = state.cache_last_channel.shape[2]
         np.testing.assert_allclose(state.engine_state["linear_k"][..., c_ - n:], k_t[..., c_ - n:], rtol=0, atol=1e-5)
@@ -98,16 +93,16 @@ def test_engine_state_rolls_with_the_cache():
 def test_batch_with_different_lengths_matches_each_stream_alone():
     """Streams of a batch end at different chunks (inactive streams keep their state, engine_state included)."""
     config, weights = nemo_model("hybrid")
-    fast = FastRefimplEngine(config, weights, att_context_size=(70, 1))
+    fast = RefimplEngine(config, weights, att_context_size=(70, 1), impl="fast")
     g = mel_goldens()
     clips = [g["north_wind/mel"], g["hello/mel"]]
     width = max(c.shape[1] for c in clips)
     mel = np.zeros((2, clips[0].shape[0], width), np.float32)
     for b, c in enumerate(clips):
         mel[b, :, : c.shape[1]] = c
-    batch, _ = _run([fast], mel, fast.params, batch_lengths=[c.shape[1] for c in clips])
+    batch, _ = _run([fast], mel, fast.streaming, batch_lengths=[c.shape[1] for c in clips])
     for b, c in enumerate(clips):
-        alone, _ = _run([fast], c[None], fast.params)
+        alone, _ = _run([fast], c[None], fast.streaming)
         assert sum((s.rnnt_tokens[b] for s in batch), []) == sum((s.rnnt_tokens[0] for s in alone), [])
         for i, s in enumerate(alone):
             assert compare("outputs", batch[i].encoder["outputs"][b: b + 1], s.encoder["outputs"]).ok
@@ -115,13 +110,12 @@ def test_batch_with_different_lengths_matches_each_stream_alone():
 
 def test_offline_call_matches_plain():
     """With every cache None the fast step is NeMo's offline forward, as the plain encoder_step."""
-    from refimpl.model.encoder import encoder_step
-
     config, weights = nemo_model("hybrid")
-    fast = FastRefimplEngine(config, weights)
+    fast = RefimplEngine(config, weights, impl="fast")
     mel = mel_goldens()["fox/mel"][None]
     got = fast.encoder(mel, [mel.shape[2]], None, None, None)
-    ref = encoder_step(mel, np.array([mel.shape[2]]), None, None, None, weights["encoder"], fast.config.encoder)
+    ref, _ = encoder_step(mel, np.array([mel.shape[2]]), None, None, None,
+                          PlainEncoder(weights["encoder"], fast.config.encoder))
     assert got["outputs"].shape == ref.outputs.shape
     assert compare("outputs", got["outputs"], ref.outputs).ok
     assert "engine_state_next" not in got

@@ -13,16 +13,15 @@ pytestmark = [pytest.mark.slow,
 
 
 def _crosscheck(folder, backend, seconds=61.0, weights=None):
-    from refimpl import api
+    from refimpl.runtime.engines import OnnxEngine, open_refimpl
+    from refimpl.runtime.features import features
     from refimpl.tools.bench import bench_audio
     from refimpl.tools.crosscheck import crosscheck_engines
-    from refimpl.runtime.engines import OnnxEngine
-    from refimpl.fast.encoder import FastRefimplEngine
 
     ort = OnnxEngine(FULL / folder)
     att = ort.config.encoder.att_context_size
-    ref = FastRefimplEngine.from_model(weights or FULL / folder, att_context_size=att, backend=backend)
-    mel, _ = api.features(bench_audio(seconds), ort.config)
+    ref = open_refimpl(weights or FULL / folder, impl="fast", att_context_size=att, backend=backend)
+    mel, _ = features(bench_audio(seconds), ort.config)
     return crosscheck_engines(ort, ref, mel)
 
 

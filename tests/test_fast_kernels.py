@@ -4,13 +4,15 @@ import numpy as np
 import pytest
 from fixture_data import nemo_model
 
+from weights_tools.layouts import conv_layout, encoder_layout, panels, unpanel
+
 from refimpl.fast import encoder as fast
-from refimpl.fast import kernels
+from refimpl.fast import kernels, twins
 from refimpl.model.attention import make_masks, rel_pos_attention_core, rel_positional_encoding
 from refimpl.model.convolution import conformer_convolution
+from refimpl.model.encoder import last_frames
 from refimpl.model.nn import layer_norm
 from refimpl.model.subsampling import pre_encode
-from weights_tools.layouts import conv_layout, encoder_layout, panels, pre_encode_layout, unpanel
 
 RTOL = 1e-5  # float32: only the order of the sums differs
 
@@ -73,22 +75,18 @@ def test_encoder_layout_is_nemo_weights_rearranged(model):
 @pytest.mark.parametrize("model", ["hybrid", "variant"])
 def test_pre_encode_fast_matches_plain(model):
     """Channel-last convs and the reordered ``out`` weight give NeMo's pre_encode, with the time masks of
-    partial chunks (lengths < T) and with the first frames left out of the projection."""
+    partial chunks (lengths < T)."""
     config, weights = nemo_model(model)
     cfg = config.encoder
-    lay = pre_encode_layout(weights["encoder"]["pre_encode"], cfg, np.float32)
+    lay = encoder_layout(weights["encoder"], cfg)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 41, cfg.feat_in)).astype(np.float32)
     lengths = np.array([41, 23])
     ref, ref_len = pre_encode(x, lengths, weights["encoder"]["pre_encode"], subsampling_factor=cfg.subsampling_factor)
     for backend in ("numba", "numpy"):
-        ops = fast._Ops(backend)
-        got, got_len = fast.pre_encode_fast(x, lengths, lay, subsampling_factor=cfg.subsampling_factor, ops=ops)
+        got, got_len = fast.FastEncoder(lay, cfg, backend=backend).pre_encode(x, lengths)
         _close(got, ref)
         assert np.array_equal(got_len, ref_len)
-        tail, _ = fast.pre_encode_fast(x, lengths, lay, subsampling_factor=cfg.subsampling_factor, ops=ops,
-                                       keep_from=2)
-        _close(tail, ref[:, 2:])
 
 
 # --- kernels against twins --------------------------------------------------------------------------------
@@ -102,7 +100,7 @@ def test_causal_conv2d_stride2_kernel_matches_numpy(depthwise):
               "bias": rng.standard_normal(c).astype(np.float32)}
     lengths = np.array([11, 6])
     for relu in (False, True):
-        y_ref, l_ref = fast.causal_conv2d_stride2(x, lengths, params, relu=relu)
+        y_ref, l_ref = twins.causal_conv2d_stride2(x, lengths, params, relu=relu)
         y, ln = kernels.causal_conv2d_stride2(x, lengths, params, relu=relu)
         _close(y, y_ref)
         assert np.array_equal(ln, l_ref) and np.array_equal(ln, lengths // 2 + 1)
@@ -114,7 +112,7 @@ def test_causal_conv2d_stride2_one_hot():
     causal padding of 2 before and 1 after, stride 2, in both axes."""
     c = 9
     params = {"weight_t": np.eye(9, c, dtype=np.float32), "bias": np.zeros(c, np.float32)}  # channel = tap index
-    for impl in (fast.causal_conv2d_stride2, kernels.causal_conv2d_stride2):
+    for impl in (twins.causal_conv2d_stride2, kernels.causal_conv2d_stride2):
         for t0, f0 in [(0, 0), (3, 4), (6, 7)]:
             x = np.zeros((1, 7, 8, 1), np.float32)
             x[0, t0, f0, 0] = 1
@@ -138,12 +136,12 @@ def test_conv_module_kernel_matches_numpy_and_plain(norm_type):
     cache = rng.standard_normal((b, d, k - 1)).astype(np.float32)
     pad_mask = np.zeros((b, t), bool)
     pad_mask[1, 5:] = True
-    ref, ref_cache = conformer_convolution(x, cache, pad_mask, params, norm_type=norm_type)
+    ref, ref_conv_in = conformer_convolution(x, cache, pad_mask, params, norm_type=norm_type)
     h2 = fast.linear_p(x, lay["pointwise_conv1"])
-    for core in (fast.conv_module_core, kernels.conv_module_core):
-        h, c_next = core(h2, pad_mask, cache, lay, norm_type=norm_type)
+    for core in (twins.conv_module_core, kernels.conv_module_core):
+        h, conv_in = core(h2, pad_mask, cache, lay, norm_type=norm_type)
         _close(fast.linear_p(h, lay["pointwise_conv2"]), ref)
-        _close(c_next, ref_cache)
+        _close(last_frames(cache, conv_in, axis=2), last_frames(cache, ref_conv_in, axis=2))
 
 
 def test_conv_module_kernel_one_hot_cache():
@@ -152,11 +150,12 @@ def test_conv_module_kernel_one_hot_cache():
     w_t = (np.arange(k * d, dtype=np.float32).reshape(k, d) + 1) / 10
     lay = {"depthwise_conv": {"weight_t": w_t, "bias": np.zeros(d, np.float32)}}
     h2 = np.concatenate([np.zeros((1, t, d)), np.full((1, t, d), 50.0)], axis=2).astype(np.float32)  # glu -> 0
-    for core in (fast.conv_module_core, kernels.conv_module_core):
+    for core in (twins.conv_module_core, kernels.conv_module_core):
         for j in range(k - 1):
             cache = np.zeros((1, d, k - 1), np.float32)
             cache[0, 1, j] = 1
-            h, nxt = core(h2, np.zeros((1, t), bool), cache, lay, norm_type="folded_batch_norm")
+            h, conv_in = core(h2, np.zeros((1, t), bool), cache, lay, norm_type="folded_batch_norm")
+            nxt = last_frames(cache, conv_in, axis=2)
             pre = [w_t[j - tt, 1] if j - tt >= 0 else 0.0 for tt in range(t)]
             expect = np.array([v / (1 + np.exp(-v)) for v in pre], np.float32)  # swish
             np.testing.assert_allclose(h[0, :, 1], expect, rtol=1e-6, atol=1e-7)
@@ -171,8 +170,8 @@ def test_layer_norm_kernels_match_numpy():
     _close(kernels.layer_norm(x, p), layer_norm(x, p), 2e-5)
     h = rng.standard_normal(x.shape).astype(np.float32)
     bias = rng.standard_normal(64).astype(np.float32)
-    r1, y1 = kernels.residual_layer_norm(x.copy(), h, bias, 0.5, p)
-    r2, y2 = fast.residual_layer_norm(x.copy(), h, bias, 0.5, p)
+    r1, y1 = kernels.residual_layer_norm(x.copy(), h + bias, 0.5, p)
+    r2, y2 = twins.residual_layer_norm(x.copy(), h + bias, 0.5, p)
     _close(r1, x + 0.5 * (h + bias))
     _close(r1, r2)
     _close(y1, y2, 2e-5)
@@ -181,9 +180,9 @@ def test_layer_norm_kernels_match_numpy():
 def test_residual_layer_norm_updates_in_place():
     x = np.ones((2, 4), np.float32)
     p = {"weight": np.ones(4, np.float32), "bias": np.zeros(4, np.float32)}
-    for impl in (kernels.residual_layer_norm, fast.residual_layer_norm):
+    for impl in (kernels.residual_layer_norm, twins.residual_layer_norm):
         r = x.copy()
-        out, _ = impl(r, np.arange(8, dtype=np.float32).reshape(2, 4), np.zeros(4, np.float32), 1.0, p)
+        out, _ = impl(r, np.arange(8, dtype=np.float32).reshape(2, 4), 1.0, p)
         assert out is r and r[1, 3] == 8.0
 
 

@@ -2,10 +2,11 @@
 clip: chunk schedule, every chunk's encoder output, lengths and caches, and the final RNNT/CTC greedy results."""
 import numpy as np
 import pytest
-from fixture_data import (MODELS, STREAMS, golden_chunk_input, layer_first_to_batch_first, mel_goldens, nemo_model,
-                          onnx_model, stream_golden)
+from fixture_data import (IMPLS, MODELS, STREAMS, encoder_ops, golden_chunk_input, layer_first_to_batch_first,
+                          mel_goldens, nemo_model, onnx_model, stream_golden)
 
-from refimpl.runtime.chunking import chunk_schedule, streaming_params
+from refimpl.runtime.chunking import chunk_schedule
+from weights_tools import streaming_params
 from refimpl.model.encoder import encoder_step, initial_cache
 from refimpl.runtime.engines import RefimplEngine
 from refimpl.runtime.streaming import run_stream
@@ -30,17 +31,19 @@ def test_chunk_schedule_is_nemos(model, att, clip):
         assert g[f"chunk/{c.index}/length"][0] == p.pre_encode_cache_size + c.n_new[0]
 
 
-@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("model,att,clip", STREAMS)
-def test_encoder_matches_nemo_every_chunk(model, att, clip, backend):
+def test_encoder_matches_nemo_every_chunk(model, att, clip, impl):
     """encoder_step on NeMo's own chunk inputs, with the caches carried by refimpl, vs NeMo's per-chunk outputs."""
     g = stream_golden(model, att, clip)
     config, weights = nemo_model(model)
     cfg = config.with_att_context_size(att).encoder
+    ops = encoder_ops(config, weights, att, impl)
     cc, tc, cl = initial_cache(cfg, 1)
+    state = None
     for i in range(int(g["n_chunks"])):
-        out = encoder_step(golden_chunk_input(model, att, clip, i), g[f"chunk/{i}/length"], cc, tc, cl,
-                           weights["encoder"], cfg, backend=backend)
+        out, state = encoder_step(golden_chunk_input(model, att, clip, i), g[f"chunk/{i}/length"], cc, tc, cl, ops,
+                                  engine_state=state)
         assert compare("outputs", out.outputs, g[f"chunk/{i}/encoded"]).ok, i
         assert np.array_equal(out.encoded_lengths, g[f"chunk/{i}/encoded_len"])
         assert np.array_equal(out.cache_last_channel_next_len, g[f"chunk/{i}/cache_last_channel_next_len"])
@@ -58,7 +61,7 @@ def test_greedy_results_match_nemo(model, att, clip):
     conformer_stream_step gave them, from one encoder run feeding both heads."""
     g = stream_golden(model, att, clip)
     config, weights = nemo_model(model)
-    engine = RefimplEngine(config, weights, att_context_size=att, backend="numba")
+    engine = RefimplEngine(config, weights, att_context_size=att)
     res = run_stream(engine, mel_goldens()[f"{clip}/mel"])
     tok = Tokenizer(config.tokenizer_model)
     assert res.rnnt_tokens[0] == g["rnnt/tokens"].tolist()
@@ -72,7 +75,7 @@ def test_onnx_weights_give_nemo_results(model):
     """Weights pulled out of each look-ahead's ONNX export (not the .nemo) reproduce NeMo's streaming too."""
     for att in MODELS[model]["modes"]:
         config, weights = onnx_model(f"{model}/att-{att[0]}-{att[1]}")
-        engine = RefimplEngine(config, weights, backend="numba")
+        engine = RefimplEngine(config, weights)
         for clip in MODELS[model]["clips"]:
             g = stream_golden(model, att, clip)
             res = run_stream(engine, mel_goldens()[f"{clip}/mel"], decoders=("rnnt",))

@@ -2,31 +2,30 @@
 decoder_joint call (logits, LSTM states), and the final token ids, for every fixture export and look-ahead."""
 import numpy as np
 import pytest
-from fixture_data import (MODELS, STREAMS, assert_crosscheck_ok, att_dir, folder, mel_goldens, nemo_model, onnx_model,
-                          ort_engine, stream_golden)
+from fixture_data import (MODELS, STREAMS, assert_crosscheck_ok, att_dir, folder, impl_args, mel_goldens, nemo_model,
+                          onnx_model, ort_engine, stream_golden)
 
-from refimpl.tools.crosscheck import crosscheck_engines
 from refimpl.runtime.engines import RefimplEngine
-
-
+from refimpl.tools.crosscheck import crosscheck_engines
 
 @pytest.mark.parametrize("model,att,clip", STREAMS)
 def test_crosscheck_every_export_and_lookahead(model, att, clip):
-    """refimpl (weights from the .nemo, numba) vs the encoder exported for this look-ahead, with layer taps."""
+    """refimpl (weights from the .nemo, the plain reference) vs the encoder exported for this look-ahead, with
+    layer taps."""
     config, weights = nemo_model(model)
     ref = ort_engine(folder(model, att), taps=True)
-    cand = RefimplEngine(config, weights, att_context_size=att, backend="numba")
+    cand = RefimplEngine(config, weights, att_context_size=att)
     report = crosscheck_engines(ref, cand, mel_goldens()[f"{clip}/mel"], layers=True)
     assert_crosscheck_ok(report, stream_golden(model, att, clip))
     assert any(ch.layers for ch in report.chunks)
 
 
-@pytest.mark.parametrize("backend,dtype", [("numpy", np.float32), ("numpy", np.float64), ("numba", np.float64)])
+@pytest.mark.parametrize("impl,dtype", [("plain", np.float32), ("plain", np.float64), ("fast-numba", np.float64)])
 @pytest.mark.parametrize("model", MODELS)
-def test_crosscheck_backends_and_float64(model, backend, dtype):
+def test_crosscheck_backends_and_float64(model, impl, dtype):
     att = MODELS[model]["modes"][-1]  # right context 0: one encoder frame per chunk, the most chunks
     config, weights = onnx_model(f"{model}/{att_dir(att)}")  # weights from the graph under test
-    cand = RefimplEngine(config, weights, backend=backend, dtype=dtype)
+    cand = RefimplEngine(config, weights, dtype=dtype, **impl_args(impl))
     report = crosscheck_engines(ort_engine(folder(model, att)), cand, mel_goldens()["fox/mel"])
     assert_crosscheck_ok(report, stream_golden(model, att, "fox"))
 
@@ -59,7 +58,7 @@ def test_worst_differences_are_far_inside_tolerance():
     config, weights = nemo_model("hybrid")
     worst = 0.0
     for att in MODELS["hybrid"]["modes"]:
-        cand = RefimplEngine(config, weights, att_context_size=att, backend="numpy")
+        cand = RefimplEngine(config, weights, att_context_size=att)
         report = crosscheck_engines(ort_engine(folder("hybrid", att)), cand, mel_goldens()["north_wind/mel"])
         worst = max(worst, max(r for _, r in report.worst().values()))
     assert 0 < worst < 3e-6, worst

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 from fixture_data import folder, mel_goldens, nemo_model, onnx_model
 
-from refimpl.runtime.chunking import chunk_schedule, dropped_tail_frames, streaming_params
+from refimpl.runtime.chunking import chunk_schedule, dropped_tail_frames
+from weights_tools import streaming_params
 from refimpl.runtime.engines import LookAheadError, OnnxEngine, RefimplEngine
 from refimpl.runtime.streaming import initial_state, run_stream, stream_step
 from refimpl.tools.tolerances import compare
@@ -12,9 +13,9 @@ from refimpl.tools.tolerances import compare
 CLIPS = ("hello", "fox", "north_wind")
 
 
-def _engine(att=(70, 6), backend="numba"):
+def _engine(att=(70, 6)):
     config, weights = nemo_model("hybrid")
-    return RefimplEngine(config, weights, att_context_size=att, backend=backend)
+    return RefimplEngine(config, weights, att_context_size=att)
 
 
 def test_run_stream_equals_step_by_step_calls():
@@ -22,7 +23,7 @@ def test_run_stream_equals_step_by_step_calls():
     mel = mel_goldens()["fox/mel"][None]
     res = run_stream(engine, mel, keep_steps=True)
     state = initial_state(engine, 1)
-    p = engine.params
+    p = engine.streaming
     tokens = []
     for i, chunk in enumerate(chunk_schedule([mel.shape[2]], p)):
         step, state = stream_step(engine, mel[:, :, chunk.start: chunk.start + chunk.width], chunk.n_new, state)
@@ -48,7 +49,7 @@ def test_batch_of_streams_equals_each_stream_alone(att, engine_kind):
     for i, m in enumerate(mels):
         alone = run_stream(engine, m, keep_steps=True)
         assert together.rnnt_tokens[i] == alone.rnnt_tokens[0]
-        if engine.has_ctc:  # (an RNNT export has no CTC head for onnxruntime)
+        if "ctc" in engine.heads:  # (an RNNT export has no CTC head for onnxruntime)
             assert together.ctc_frame_labels[i] == alone.ctc_frame_labels[0]
         assert together.dropped_tail_frames[i] == alone.dropped_tail_frames[0]
         for k, step in enumerate(alone.steps):  # valid encoder frames agree chunk by chunk
@@ -63,7 +64,7 @@ def test_dropped_tail_is_reported_not_silent():
     """NeMo's buffer does not run a last remainder shorter than the subsampling factor; the driver says how
     many frames that was."""
     engine = _engine((70, 0))
-    p = engine.params
+    p = engine.streaming
     for clip in CLIPS:
         f = mel_goldens()[f"{clip}/mel"].shape[1]
         res = run_stream(engine, mel_goldens()[f"{clip}/mel"])

@@ -12,11 +12,13 @@ from .errors import (CorruptFileError, IncompatibleModelError, ModelLoadError, N
                      UnsafeCheckpointError, WeightNotFoundError)
 from .nemo_load import load_nemo, read_nemo_config
 from .onnx_load import find_export, load_onnx, plan_onnx
+from .streaming import StreamingParams, streaming_params, subsampled_length
 from .tree import flatten, get, unflatten
 
 __all__ = [
     "CTCConfig", "ConfigError", "EncoderConfig", "ModelConfig", "PreprocessorConfig", "RNNTConfig",
     "CorruptFileError", "IncompatibleModelError", "ModelLoadError", "NoCacheSupportError", "UnsafeCheckpointError",
     "WeightNotFoundError", "flatten", "get", "unflatten", "find_export", "load_onnx", "plan_onnx", "load_nemo",
-    "read_nemo_config", "fold_batch_norm", "io_contract", "streaming_numbers",
+    "read_nemo_config", "fold_batch_norm", "io_contract", "streaming_numbers", "StreamingParams", "streaming_params",
+    "subsampled_length",
 ]

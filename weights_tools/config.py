@@ -163,6 +163,11 @@ class ModelConfig:
     tokenizer_model: bytes | None = field(default=None, repr=False, compare=False)  # SentencePiece proto
 
     @property
+    def heads(self) -> tuple:
+        """The decoding heads the model has, by name: "rnnt" (prediction network + joint) and/or "ctc"."""
+        return tuple(h for h in ("rnnt", "ctc") if getattr(self, h) is not None)
+
+    @property
     def vocab_size(self) -> int:
         return (self.rnnt or self.ctc).vocab_size
 

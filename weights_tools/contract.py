@@ -6,6 +6,7 @@ from .config import ModelConfig
 from .onnx_file import read_onnx
 from .onnx_graph import value_dims, value_dtype
 from .onnx_load import find_export
+from .streaming import streaming_params
 
 # (role, name) -> (layout, meaning); role "encoder" also covers the encoder part of the CTC graph
 _ENCODER = {
@@ -57,23 +58,20 @@ def io_contract(model_dir_or_file) -> list[dict]:
 
 
 def streaming_numbers(config: ModelConfig) -> dict:
-    """What one cache-aware streaming call of this encoder consumes and produces (NeMo's setup_streaming_params
-    for chunked_limited, pad_and_drop_preencoded schedule); s = subsampling factor, (L, R) = att_context_size."""
-    enc, pre = config.encoder, config.preprocessor
-    s, (left, right) = enc.subsampling_factor, enc.att_context_size
-    chunk = s * (right + 1)
-    pre_cache = s + 1
-    hop_ms = 1000 * pre.n_window_stride / pre.sample_rate
+    """What one cache-aware streaming call of this encoder consumes and produces (``streaming_params`` of its
+    look-ahead, labelled with the formulas); s = subsampling factor, (L, R) = att_context_size."""
+    p = streaming_params(config.encoder)
+    hop_ms = 1000 * config.preprocessor.n_window_stride / config.preprocessor.sample_rate
     return {
-        "att_context_size": [left, right],
-        "encoder_frames_per_call (valid_out_len = R+1)": right + 1,
-        "new_mel_frames_per_call (chunk_size = s*(R+1))": chunk,
-        "pre_encode_cache_mel_frames (s+1)": pre_cache,
-        "mel_frames_per_call (audio_signal T)": pre_cache + chunk,
-        "drop_extra_pre_encoded": 1 + (pre_cache - 1) // s,
-        "cache_last_channel_frames (left context)": left,
-        "cache_last_time_frames (conv left context)": enc.conv_context_size[0],
-        "chunk_ms": chunk * hop_ms,
-        "lookahead_ms": right * s * hop_ms,
-        "left_context_ms": left * s * hop_ms,
+        "att_context_size": list(p.att_context_size),
+        "encoder_frames_per_call (valid_out_len = R+1)": p.valid_out_len,
+        "new_mel_frames_per_call (chunk_size = s*(R+1))": p.chunk_size,
+        "pre_encode_cache_mel_frames (s+1)": p.pre_encode_cache_size,
+        "mel_frames_per_call (audio_signal T)": p.window,
+        "drop_extra_pre_encoded": p.drop_extra_pre_encoded,
+        "cache_last_channel_frames (left context)": p.last_channel_cache_size,
+        "cache_last_time_frames (conv left context)": p.conv_cache_size,
+        "chunk_ms": p.chunk_size * hop_ms,
+        "lookahead_ms": p.att_context_size[1] * p.subsampling_factor * hop_ms,
+        "left_context_ms": p.att_context_size[0] * p.subsampling_factor * hop_ms,
     }

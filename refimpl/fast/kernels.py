@@ -1,15 +1,24 @@
-"""Numba kernels for the hot loops, each the twin of a NumPy function that stays the reference.
+"""Numba kernels of the fast path, each the twin of a NumPy function that stays the reference.
 
-One set of jit options everywhere (``nopython=True, cache=True``; no fastmath, no parallel): the kernels compute
-the same formulas as the NumPy twins in the same dtype, only the order of floating-point sums may differ.
-Big matrix products stay in NumPy (BLAS); the kernels take over where NumPy would materialise large
-temporaries or loop in Python: relative-position attention over the cache, the causal depthwise conv with its
-time cache, and the LSTM cell.
+One set of jit options everywhere (``nopython=True, cache=True``; no fastmath, no parallel). Big matrix
+products stay in NumPy (BLAS); the kernels take over where NumPy would materialise large temporaries or loop
+in Python. Activations are channel-last and weights in ``weights_tools.layouts``' layouts; the innermost loop
+runs over contiguous channels so LLVM vectorises it without reordering any sum.
+
+What they compute in which precision: every product and sum runs in the input dtype (the output arrays' element
+type: ``y[c] += w * x`` on float32 arrays accumulates in float32), except the mean and variance of a LayerNorm
+row, which are accumulated in float64 (Numba's ``0.0`` literal) and then rounded: d-long sums in float64 are
+slightly more accurate than float32 ones, and the tests hold both within the tolerance table.
 
   kernel                          NumPy twin
-  rel_pos_attention_core          attention.rel_pos_attention_core (rel_shift + mask + softmax fused; products in BLAS)
-  causal_depthwise_conv1d         convolution.causal_depthwise_conv1d
-  lstm_cell                       rnnt.lstm_cell
+  conv_module_core                fast.twins.conv_module_core       (GLU, pad mask, causal depthwise conv, norm, swish)
+  layer_norm                      model.nn.layer_norm               (rows of a channel-last activation)
+  residual_layer_norm             fast.twins.residual_layer_norm    (residual += alpha * h; LayerNorm of it)
+  causal_conv2d_stride2           fast.twins.causal_conv2d_stride2  (pre_encode's 3x3 stride-2 causal convs)
+  lstm_cell                       model.rnnt.lstm_cell              (gate products in BLAS, the cell update fused)
+Attention over the cache stays in NumPy on both backends (fast.encoder.cached_rel_pos_attention): BLAS for the
+three products and NumPy's SIMD exp beat a Numba loop nest, which may not reorder the dk-long sums (no
+fastmath) and calls a scalar exp per score.
 """
 from __future__ import annotations
 
@@ -18,69 +27,10 @@ import math
 import numba
 import numpy as np
 
+from ..model.convolution import CONV_NORM_TYPES
+from ..model.nn import LAYER_NORM_EPS
+
 JIT = dict(nopython=True, cache=True)
-INF_VAL = 10000.0
-
-
-@numba.jit(**JIT)
-def _rel_shift_masked_softmax(ac, bd_full, mask, scale, attn):  # pragma: no cover - compiled
-    # ac [B, H, T, S] = q_u k^T; bd_full [B, H, T, P] = q_v p^T (P >= S + T - 1); mask [B, T, S] (True = masked)
-    # attn [B, H, T, S]: softmax over j of (ac[i, j] + bd_full[i, j + T-1-i]) / sqrt(dk), masked entries -10000
-    # before and 0 after (NeMo's rel_shift, forward_attention), in one pass without shifted copies.
-    b_n, h_n, t_n, s_n = ac.shape
-    for b in range(b_n):
-        for h in range(h_n):
-            for i in range(t_n):
-                r0 = t_n - 1 - i
-                top = -np.inf
-                for j in range(s_n):
-                    sc = -INF_VAL if mask[b, i, j] else (ac[b, h, i, j] + bd_full[b, h, i, j + r0]) / scale
-                    attn[b, h, i, j] = sc
-                    top = max(top, sc)
-                total = 0.0
-                for j in range(s_n):
-                    e = math.exp(attn[b, h, i, j] - top)
-                    attn[b, h, i, j] = e
-                    total += e
-                for j in range(s_n):
-                    attn[b, h, i, j] = 0.0 if mask[b, i, j] else attn[b, h, i, j] / total
-
-
-def rel_pos_attention_core(q_u, q_v, k, v, p, att_mask):
-    """Numba twin of ``attention.rel_pos_attention_core``: -> context [B, H, T, dk].
-
-    The three products stay in BLAS; the kernel fuses rel_shift, the mask and the softmax."""
-    ac = q_u @ k.transpose(0, 1, 3, 2)  # [B, H, T, S]
-    bd_full = np.ascontiguousarray(q_v @ p.transpose(0, 2, 1))  # [B, H, T, 2S-1]
-    attn = np.empty(ac.shape, ac.dtype)
-    scale = ac.dtype.type(math.sqrt(q_u.shape[-1]))
-    _rel_shift_masked_softmax(np.ascontiguousarray(ac), bd_full, np.ascontiguousarray(att_mask), scale, attn)
-    return attn @ v
-
-
-@numba.jit(**JIT)
-def _depthwise_conv(xp, w, bias, out):  # pragma: no cover - compiled
-    # xp [B, d, K-1+T] = [cache ‖ x]; w [d, K]; out [B, d, T]
-    b_n, c_n, t_n = out.shape
-    k_n = w.shape[1]
-    for b in range(b_n):
-        for c in range(c_n):
-            for t in range(t_n):
-                acc = 0.0
-                for k in range(k_n):
-                    acc += w[c, k] * xp[b, c, t + k]
-                out[b, c, t] = acc + bias[c]
-
-
-def causal_depthwise_conv1d(x, cache, params):
-    """Numba twin of ``convolution.causal_depthwise_conv1d``: x [B, d, T], cache [B, d, K-1] or None."""
-    w = np.ascontiguousarray(params["weight"][:, 0, :])
-    k = w.shape[1]
-    pad = np.zeros(x.shape[:2] + (k - 1,), x.dtype) if cache is None else cache
-    xp = np.ascontiguousarray(np.concatenate([pad, x], axis=2))
-    out = np.empty(x.shape, x.dtype)
-    _depthwise_conv(xp, w, np.ascontiguousarray(params["bias"]), out)
-    return out, (None if cache is None else xp[:, :, xp.shape[2] - (k - 1):])
 
 
 @numba.jit(**JIT)
@@ -99,7 +49,7 @@ def _lstm_pointwise(gates, c, h_out, c_out):  # pragma: no cover - compiled
 
 
 def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
-    """Numba twin of ``rnnt.lstm_cell``: gate matmuls by BLAS, the cell update in one fused loop."""
+    """Numba twin of ``model.rnnt.lstm_cell``: gate matmuls by BLAS, the cell update in one fused loop."""
     gates = np.ascontiguousarray(x @ w_ih.T + b_ih + h @ w_hh.T + b_hh)
     h_out = np.empty(c.shape, c.dtype)
     c_out = np.empty(c.shape, c.dtype)
@@ -107,17 +57,6 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     return h_out, c_out
 
 
-# --- Fast-path kernels (refimpl.fast). Channel-last activations, weights in weights_tools.layouts' layouts; the
-# innermost loop runs over contiguous channels / keys so LLVM vectorises it without reordering any sum.
-#
-#  kernel                          NumPy twin
-#  conv_module_core                fast.conv_module_core        (GLU, pad mask, causal depthwise conv + cache, norm, swish)
-#  layer_norm                      nn.layer_norm                (rows of a channel-last activation)
-#  residual_layer_norm             fast.residual_layer_norm     (residual += alpha * (h + bias); LayerNorm of it)
-#  causal_conv2d_stride2           fast.causal_conv2d_stride2   (pre_encode's 3x3 stride-2 causal convs, channel-last)
-# Attention over the cache stays in NumPy on both backends (fast.cached_rel_pos_attention): BLAS for the three
-# products and NumPy's SIMD exp beat a Numba loop nest, which may not reorder the dk-long sums (no fastmath) and
-# calls a scalar exp per score.
 
 
 @numba.jit(**JIT)
@@ -137,10 +76,10 @@ def _layer_norm_row(x, w, b, eps, out):  # pragma: no cover - compiled
 
 
 @numba.jit(**JIT)
-def _conv_module_core(h2, keep, cache, w_t, bias, norm_mode, n_w, n_b, n_mean, eps, out, cache_next):  # pragma: no cover
+def _conv_module_core(h2, keep, cache, w_t, bias, norm_mode, n_w, n_b, n_mean, eps, out, g_out):  # pragma: no cover
     # h2 [B, T, 2d] pointwise_conv1 output; keep [B, T] (False = padded frame); cache [B, d, K-1]; w_t [K, d]
     # norm_mode 0 LayerNorm(n_w, n_b), 1 BatchNorm (x - n_mean) * n_w + n_b (n_w = scale), 2 none (folded)
-    # out [B, T, d] = swish(norm(depthwise([cache ‖ mask(glu(h2))]))); cache_next [B, d, K-1]
+    # out [B, T, d] = swish(norm(depthwise([cache ‖ g]))); g_out [B, d, T] = g = mask(glu(h2)), channel-first
     b_n, t_n, d2 = h2.shape
     d = d2 // 2
     k_n = w_t.shape[0]
@@ -157,9 +96,9 @@ def _conv_module_core(h2, keep, cache, w_t, bias, norm_mode, n_w, n_b, n_mean, e
             else:
                 for c in range(d):
                     row[c] = 0.0
-        for k in range(k_n - 1):
+        for t in range(t_n):
             for c in range(d):
-                cache_next[b, c, k] = xp[t_n + k, c]
+                g_out[b, c, t] = xp[k_n - 1 + t, c]
         for t in range(t_n):
             y = out[b, t]
             for c in range(d):
@@ -180,11 +119,11 @@ def _conv_module_core(h2, keep, cache, w_t, bias, norm_mode, n_w, n_b, n_mean, e
                 y[c] = y[c] * (1.0 / (1.0 + math.exp(-y[c])))
 
 
-CONV_NORM_MODES = {"layer_norm": 0, "batch_norm": 1, "folded_batch_norm": 2}
+CONV_NORM_MODES = dict(zip(CONV_NORM_TYPES, range(3)))  # layer_norm 0, batch_norm 1, folded_batch_norm 2
 
 
-def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=1e-5):
-    """Numba twin of ``fast.conv_module_core``: -> (out [B, T, d], cache_next [B, d, K-1])."""
+def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=LAYER_NORM_EPS):
+    """Numba twin of ``fast.twins.conv_module_core``: -> (out [B, T, d], g [B, d, T])."""
     b, t, d2 = h2.shape
     dw = params["depthwise_conv"]
     bn = params.get("batch_norm", {})
@@ -192,11 +131,11 @@ def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=1e-5):
     mode = CONV_NORM_MODES[norm_type]
     n_w = bn.get("weight", bn.get("scale", dummy))
     out = np.empty((b, t, d2 // 2), h2.dtype)
-    cache_next = np.empty(cache.shape, h2.dtype)
+    g = np.empty((b, d2 // 2, t), h2.dtype)
     _conv_module_core(np.ascontiguousarray(h2), np.ascontiguousarray(~pad_mask), np.ascontiguousarray(cache),
                       dw["weight_t"], dw["bias"], mode, n_w, bn.get("bias", dummy), bn.get("running_mean", dummy),
-                      eps, out, cache_next)
-    return out, cache_next
+                      eps, out, g)
+    return out, g
 
 
 @numba.jit(**JIT)
@@ -206,7 +145,7 @@ def _layer_norm(x, w, b, eps, y):  # pragma: no cover - compiled
         _layer_norm_row(x[r], w, b, eps, y[r])
 
 
-def layer_norm(x, params, eps=1e-5):
+def layer_norm(x, params, eps=LAYER_NORM_EPS):
     """Numba twin of ``nn.layer_norm`` (over the last axis)."""
     d = x.shape[-1]
     x2 = np.ascontiguousarray(x).reshape(-1, d)
@@ -216,23 +155,23 @@ def layer_norm(x, params, eps=1e-5):
 
 
 @numba.jit(**JIT)
-def _residual_layer_norm(residual, h, bias, alpha, w, b, eps, y):  # pragma: no cover - compiled
-    # residual [N, d] updated in place: residual += alpha * (h + bias); y [N, d] = LayerNorm(residual)
+def _residual_layer_norm(residual, h, alpha, w, b, eps, y):  # pragma: no cover - compiled
+    # residual [N, d] updated in place: residual += alpha * h; y [N, d] = LayerNorm(residual)
     n, d = residual.shape
     for r in range(n):
         x = residual[r]
         for c in range(d):
-            x[c] = x[c] + alpha * (h[r, c] + bias[c])
+            x[c] = x[c] + alpha * h[r, c]
     _layer_norm(residual, w, b, eps, y)
 
 
-def residual_layer_norm(residual, h, bias, alpha, params, eps=1e-5):
-    """Numba twin of ``fast.residual_layer_norm``: residual [..., d] (updated in place and returned), h [..., d]
-    -> (residual, LayerNorm(residual))."""
+def residual_layer_norm(residual, h, alpha, params, eps=LAYER_NORM_EPS):
+    """Numba twin of ``fast.twins.residual_layer_norm``: residual [..., d] C-contiguous (updated in place and
+    returned), h [..., d] -> (residual, LayerNorm(residual))."""
     d = residual.shape[-1]
     r2 = residual.reshape(-1, d)
     y = np.empty_like(r2)
-    _residual_layer_norm(r2, np.ascontiguousarray(h).reshape(-1, d), bias, residual.dtype.type(alpha),
+    _residual_layer_norm(r2, np.ascontiguousarray(h).reshape(-1, d), residual.dtype.type(alpha),
                          params["weight"], params["bias"], eps, y)
     return residual, y.reshape(residual.shape)
 
@@ -277,7 +216,7 @@ def _causal_conv2d_stride2(x, lengths, w_t, bias, out_lengths, relu, out):  # pr
 
 
 def causal_conv2d_stride2(x, lengths, params, *, relu: bool):
-    """Numba twin of ``fast.causal_conv2d_stride2``: x [B, T, F, 1|C] -> (y [B, T//2+1, F//2+1, C], lengths')."""
+    """Numba twin of ``fast.twins.causal_conv2d_stride2``: x [B, T, F, 1|C] -> (y [B, T//2+1, F//2+1, C], lengths')."""
     b, t, f, _ = x.shape
     lengths = np.asarray(lengths, np.int64)
     out_lengths = lengths // 2 + 1

@@ -2,6 +2,7 @@
 
 The attention cache (``cache_last_channel``) holds the *post-norm attention inputs* of the last frames, not
 projected keys/values: keys and values are projected from [cache ‖ chunk] every step, queries from the chunk.
+The next cache (the last C rows of [cache ‖ attention input]) is formed by the encoder step, not here.
 """
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 
 from .nn import linear, softmax
 
-INF_VAL = 10000.0  # NeMo's mask fill value (scores[mask] = -INF_VAL) and the base of the sinusoid table
+INF_VAL = 10000.0  # NeMo's mask fill value: scores[mask] = -INF_VAL before the softmax
+POS_ENC_BASE = 10000.0  # base of the sinusoid table (PositionalEncoding: div = exp(2i * -ln(base) / d_model))
 
 
 def rel_positional_encoding(length: int, d_model: int, dtype=np.float32) -> np.ndarray:
@@ -21,7 +23,7 @@ def rel_positional_encoding(length: int, d_model: int, dtype=np.float32) -> np.n
     computed in float32 as NeMo's ``PositionalEncoding.create_pe`` does (then cast to dtype).
     """
     pos = np.arange(length - 1, -length, -1, dtype=np.float32)[:, None]  # [2L-1, 1]
-    div = np.exp(np.arange(0, d_model, 2, dtype=np.float32) * np.float32(-(math.log(INF_VAL) / d_model)))
+    div = np.exp(np.arange(0, d_model, 2, dtype=np.float32) * np.float32(-(math.log(POS_ENC_BASE) / d_model)))
     pe = np.zeros((pos.shape[0], d_model), np.float32)
     pe[:, 0::2] = np.sin(pos * div)
     pe[:, 1::2] = np.cos(pos * div)
@@ -61,7 +63,7 @@ def rel_shift(x: np.ndarray) -> np.ndarray:
 
 
 def rel_pos_attention_core(q_u, q_v, k, v, p, att_mask):
-    """Scores, rel_shift, mask, softmax and context for one chunk: the part a Numba kernel replaces.
+    """Scores, rel_shift, mask, softmax and context for one chunk.
 
     q_u, q_v [B, H, T, dk] (queries + pos_bias_u / pos_bias_v), k, v [B, H, S, dk] (S = C + T keys),
     p [H, 2S-1, dk] projected positions, att_mask [B, T, S] True = masked -> context [B, H, T, dk].
@@ -77,24 +79,17 @@ def rel_pos_attention_core(q_u, q_v, k, v, p, att_mask):
 
 
 def rel_pos_mha(x: np.ndarray, cache: np.ndarray | None, params: dict, *, pos_emb: np.ndarray,
-                att_mask: np.ndarray, n_heads: int, backend: str = "numpy"):
-    """x [B, T, d] (post-norm), cache [B, C, d] or None -> (out [B, T, d], cache_next [B, C, d] or None).
-
-    pos_emb [2(C+T)-1, d]; att_mask [B, T, C+T] True = masked.
-    """
+                att_mask: np.ndarray, n_heads: int) -> np.ndarray:
+    """``RelPositionMultiHeadAttention`` over [cache ‖ chunk]: x [B, T, d] (post-norm), cache [B, C, d] or None
+    (offline) -> out [B, T, d]. pos_emb [2(C+T)-1, d]; att_mask [B, T, C+T] True = masked."""
     b, t, d = x.shape
     dk = d // n_heads
     kv = x if cache is None else np.concatenate([cache, x], axis=1)  # [B, C+T, d]
-    cache_next = None if cache is None else kv[:, -cache.shape[1]:] if cache.shape[1] else cache
     q = linear(x, params["linear_q"]).reshape(b, t, n_heads, dk)
     k = linear(kv, params["linear_k"]).reshape(b, -1, n_heads, dk).transpose(0, 2, 1, 3)  # [B, H, C+T, dk]
     v = linear(kv, params["linear_v"]).reshape(b, -1, n_heads, dk).transpose(0, 2, 1, 3)
     p = linear(pos_emb, params["linear_pos"]).reshape(-1, n_heads, dk).transpose(1, 0, 2)  # [H, 2L-1, dk]
     q_u = (q + params["pos_bias_u"]).transpose(0, 2, 1, 3)  # [B, H, T, dk]
     q_v = (q + params["pos_bias_v"]).transpose(0, 2, 1, 3)
-    if backend == "numba":
-        from ..fast.kernels import rel_pos_attention_core as core
-    else:
-        core = rel_pos_attention_core
-    ctx = core(q_u, q_v, k, v, p, att_mask).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]
-    return linear(ctx, params["linear_out"]), cache_next
+    ctx = rel_pos_attention_core(q_u, q_v, k, v, p, att_mask).transpose(0, 2, 1, 3).reshape(b, t, d)  # [B, T, d]
+    return linear(ctx, params["linear_out"])

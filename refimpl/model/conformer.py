@@ -1,11 +1,15 @@
-"""``ConformerLayer``: FF/2 -> self-attention -> convolution -> FF/2 -> LayerNorm, each with a residual."""
+"""``ConformerLayer``: FF/2 -> self-attention -> convolution -> FF/2 -> LayerNorm, each with a residual.
+
+``conformer_layer`` is the layer's skeleton, written once: the order of the sub-blocks, the residual adds and
+which norm feeds which block. The arithmetic of each sub-block comes from an ``EncoderOps`` (see
+``refimpl.model.encoder``): the plain NumPy functions of this package, or refimpl.fast's twins.
+"""
 from __future__ import annotations
 
 import numpy as np
 
-from .attention import rel_pos_mha
-from .convolution import conformer_convolution
-from .nn import layer_norm, linear, swish
+from . import taps as tap_names
+from .nn import linear, swish
 
 FC_FACTOR = 0.5  # half-step feed-forwards (Macaron)
 
@@ -15,46 +19,35 @@ def feed_forward(x: np.ndarray, params: dict) -> np.ndarray:
     return linear(swish(linear(x, params["linear1"])), params["linear2"])
 
 
-def conformer_layer(x: np.ndarray, params: dict, *, cache_last_channel, cache_last_time, pos_emb, att_mask,
-                    pad_mask, n_heads: int, conv_norm_type: str, backend: str = "numpy", taps: dict | None = None,
-                    name: str = ""):
-    """x [B, T, d] -> (y [B, T, d], cache_last_channel_next [B, C, d], cache_last_time_next [B, d, K-1]).
+def conformer_layer(x: np.ndarray, i: int, ops, attention, *, cache_last_time, att_mask, pad_mask, record):
+    """Layer i: x [B, T, d] -> (y [B, T, d], attention input [B, T, d], depthwise-conv input [B, d, T]).
 
-    Caches are this layer's slices (None offline). ``taps``, when given, receives each sub-block's input
-    and output keyed like NeMo's module paths (``<name>.self_attn/output``).
+    The attention and depthwise-conv inputs are what the layer's caches are cut from (the encoder step does
+    that). ``attention`` is the step's attention state from ``ops.attention_state``; ``cache_last_time``
+    [B, d, K-1] this layer's conv cache; ``record(name, value)`` receives each sub-block's input and output.
     """
-    def tap(key, value):
-        if taps is not None:
-            taps[f"{name}.{key}"] = value
+    p = ops.layer_params(i)
+    block = lambda b, where, v: record(tap_names.sub_block(i, b, where), v)  # noqa: E731
 
     residual = x
-    h = layer_norm(residual, params["norm_feed_forward1"])
-    tap("feed_forward1/input", h)
-    h = feed_forward(h, params["feed_forward1"])
-    tap("feed_forward1/output", h)
-    residual = residual + FC_FACTOR * h
-
-    h = layer_norm(residual, params["norm_self_att"])
-    tap("self_attn/input", h)
-    h, cache_last_channel_next = rel_pos_mha(h, cache_last_channel, params["self_attn"], pos_emb=pos_emb,
-                                             att_mask=att_mask, n_heads=n_heads, backend=backend)
-    tap("self_attn/output", h)
-    residual = residual + h
-
-    h = layer_norm(residual, params["norm_conv"])
-    tap("conv/input", h)
-    h, cache_last_time_next = conformer_convolution(h, cache_last_time, pad_mask, params["conv"],
-                                                    norm_type=conv_norm_type, backend=backend)
-    tap("conv/output", h)
-    residual = residual + h
-
-    h = layer_norm(residual, params["norm_feed_forward2"])
-    tap("feed_forward2/input", h)
-    h = feed_forward(h, params["feed_forward2"])
-    tap("feed_forward2/output", h)
-    residual = residual + FC_FACTOR * h
-
-    tap("norm_out/input", residual)
-    y = layer_norm(residual, params["norm_out"])
-    tap("norm_out/output", y)
-    return y, cache_last_channel_next, cache_last_time_next
+    h = ops.norm(residual, p["norm_feed_forward1"])
+    block("feed_forward1", "input", h)
+    h = ops.feed_forward(h, p["feed_forward1"])
+    block("feed_forward1", "output", h)
+    residual, h = ops.add_norm(residual, h, FC_FACTOR, p["norm_self_att"])
+    att_in = h
+    block("self_attn", "input", h)
+    h = ops.self_attn(h, i, attention, att_mask)
+    block("self_attn", "output", h)
+    residual, h = ops.add_norm(residual, h, 1.0, p["norm_conv"])
+    block("conv", "input", h)
+    h, conv_in = ops.conv(h, cache_last_time, pad_mask, p["conv"])
+    block("conv", "output", h)
+    residual, h = ops.add_norm(residual, h, 1.0, p["norm_feed_forward2"])
+    block("feed_forward2", "input", h)
+    h = ops.feed_forward(h, p["feed_forward2"])
+    block("feed_forward2", "output", h)
+    residual, y = ops.add_norm(residual, h, FC_FACTOR, p["norm_out"])
+    block("norm_out", "input", residual)
+    block("norm_out", "output", y)
+    return y, att_in, conv_in

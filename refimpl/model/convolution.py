@@ -3,7 +3,8 @@
 pointwise_conv1 (d -> 2d) -> GLU -> zero padded frames -> causal depthwise conv over [cache ‖ chunk]
 -> norm (LayerNorm over channels, or BatchNorm, or nothing when BatchNorm was folded into the conv)
 -> swish -> pointwise_conv2 (d -> d).
-The next ``cache_last_time`` is the last K-1 columns of [cache ‖ chunk]: post-GLU, post-mask, pre-depthwise.
+The next ``cache_last_time`` is the last K-1 columns of [cache ‖ depthwise input] (post-GLU, post-mask): the
+encoder step forms it from the depthwise input this module returns.
 """
 from __future__ import annotations
 
@@ -11,24 +12,24 @@ import numpy as np
 
 from .nn import BATCH_NORM_EPS, glu, layer_norm, swish
 
+CONV_NORM_TYPES = ("layer_norm", "batch_norm", "folded_batch_norm")
+
 
 def pointwise_conv1d(x: np.ndarray, params: dict) -> np.ndarray:
     """1x1 Conv1d on channel-last input: x [B, T, C_in] -> [B, T, C_out]; weight [C_out, C_in, 1]."""
     return x @ params["weight"][:, :, 0].T + params["bias"]
 
 
-def causal_depthwise_conv1d(x: np.ndarray, cache: np.ndarray | None, params: dict):
-    """x [B, d, T], cache [B, d, K-1] or None (zero left padding) -> (y [B, d, T], cache_next [B, d, K-1]).
+def causal_depthwise_conv1d(x: np.ndarray, cache: np.ndarray, params: dict) -> np.ndarray:
+    """x [B, d, T], cache [B, d, K-1] (zeros at the start: the causal left padding) -> y [B, d, T].
 
     y[b, c, t] = bias[c] + sum_k w[c, 0, k] * [cache ‖ x][b, c, t + k]
     """
     w = params["weight"][:, 0, :]  # [d, K]
     k = w.shape[1]
-    pad = np.zeros(x.shape[:2] + (k - 1,), x.dtype) if cache is None else cache
-    xp = np.concatenate([pad, x], axis=2)  # [B, d, K-1+T]
+    xp = np.concatenate([cache, x], axis=2)  # [B, d, K-1+T]
     win = np.lib.stride_tricks.sliding_window_view(xp, k, axis=2)  # [B, d, T, K]
-    y = np.einsum("bctk,ck->bct", win, w) + params["bias"][:, None]
-    return y, (None if cache is None else xp[:, :, xp.shape[2] - (k - 1):])
+    return np.einsum("bctk,ck->bct", win, w) + params["bias"][:, None]
 
 
 def batch_norm(x: np.ndarray, params: dict, eps: float = BATCH_NORM_EPS) -> np.ndarray:
@@ -37,23 +38,19 @@ def batch_norm(x: np.ndarray, params: dict, eps: float = BATCH_NORM_EPS) -> np.n
     return (x - params["running_mean"][:, None]) * scale[:, None] + params["bias"][:, None]
 
 
-def conformer_convolution(x: np.ndarray, cache: np.ndarray | None, pad_mask: np.ndarray, params: dict, *,
-                          norm_type: str, backend: str = "numpy"):
-    """x [B, T, d] (post norm_conv), cache [B, d, K-1] or None, pad_mask [B, T] True = padded
-    -> (y [B, T, d], cache_next [B, d, K-1] or None)."""
+def conformer_convolution(x: np.ndarray, cache: np.ndarray, pad_mask: np.ndarray, params: dict, *,
+                          norm_type: str):
+    """x [B, T, d] (post norm_conv), cache [B, d, K-1], pad_mask [B, T] True = padded
+    -> (y [B, T, d], depthwise input [B, d, T]: the frames ``cache_last_time`` is cut from)."""
     h = glu(pointwise_conv1d(x, params["pointwise_conv1"]), axis=-1)  # [B, T, d]
-    h = np.where(pad_mask[:, :, None], 0.0, h).astype(x.dtype, copy=False)
-    if backend == "numba":
-        from ..fast.kernels import causal_depthwise_conv1d as depthwise
-    else:
-        depthwise = causal_depthwise_conv1d
-    h, cache_next = depthwise(h.transpose(0, 2, 1), cache, params["depthwise_conv"])  # [B, d, T]
+    h = np.where(pad_mask[:, :, None], 0.0, h).astype(x.dtype, copy=False).transpose(0, 2, 1)  # [B, d, T]
+    y = causal_depthwise_conv1d(h, cache, params["depthwise_conv"])  # [B, d, T]
     if norm_type == "layer_norm":
-        h = layer_norm(h.transpose(0, 2, 1), params["batch_norm"])  # NeMo keeps the name batch_norm
+        y = layer_norm(y.transpose(0, 2, 1), params["batch_norm"])  # NeMo keeps the name batch_norm
     elif norm_type == "batch_norm":
-        h = batch_norm(h, params["batch_norm"]).transpose(0, 2, 1)
+        y = batch_norm(y, params["batch_norm"]).transpose(0, 2, 1)
     elif norm_type == "folded_batch_norm":
-        h = h.transpose(0, 2, 1)  # already inside depthwise_conv's weight and bias
+        y = y.transpose(0, 2, 1)  # already inside depthwise_conv's weight and bias
     else:
-        raise ValueError(f"conv norm {norm_type!r} is not supported (layer_norm, batch_norm, folded_batch_norm)")
-    return pointwise_conv1d(swish(h), params["pointwise_conv2"]), cache_next
+        raise ValueError(f"conv norm {norm_type!r} is not supported ({', '.join(CONV_NORM_TYPES)})")
+    return pointwise_conv1d(swish(y), params["pointwise_conv2"]), h

@@ -8,17 +8,26 @@ Inputs and outputs mirror NeMo's export with cache support (``forward_for_export
      cache_last_channel_next_len
 With every cache None it is NeMo's offline (stateless) forward, the function an export *without* cache support
 computes: no pre-encode drop, no left context, no output slicing.
+
+``encoder_step`` is the step's skeleton, written once for every implementation: pre_encode, the drop of the
+extra pre-encoded frames, xscaling, the masks, the layers (``conformer.conformer_layer``), the output slice,
+the cache update and the cache length. What it computes each piece with is an ``EncoderOps``: ``PlainEncoder``
+below (this package's NumPy layer functions on NeMo's layouts: the readable truth) or ``refimpl.fast``'s twin.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+from weights_tools import EncoderConfig, streaming_params
 
-from .attention import make_masks, rel_positional_encoding
-from ..runtime.chunking import streaming_params
-from .conformer import conformer_layer
+from . import taps as tap_names
+from .attention import make_masks, rel_pos_mha, rel_positional_encoding
+from .conformer import conformer_layer, feed_forward
+from .convolution import conformer_convolution
+from .nn import layer_norm
 from .subsampling import pre_encode
 
 
@@ -31,7 +40,37 @@ class EncoderOutput:
     cache_last_channel_next_len: np.ndarray | None  # [B] int64
 
 
-def initial_cache(cfg, batch: int, dtype=np.float32):
+class EncoderOps(Protocol):
+    """The arithmetic behind ``encoder_step``: one implementation's weights and sub-block functions."""
+
+    cfg: EncoderConfig
+    att_context_size: tuple
+
+    def layer_params(self, i: int) -> dict: ...
+
+    def pre_encode(self, x: np.ndarray, length: np.ndarray) -> tuple:
+        """x [B, T, feat_in], length [B] -> (every subsampled frame [B, T', d], length')."""
+
+    def attention_state(self, cache_last_channel, engine_state, x: np.ndarray):
+        """What self_attn needs this step, x [B, T, d] being the first layer's input (an object with
+        ``pos_emb`` [2(C+T)-1, d])."""
+
+    def norm(self, x: np.ndarray, params: dict) -> np.ndarray: ...
+
+    def add_norm(self, residual: np.ndarray, h: np.ndarray, factor: float, params: dict) -> tuple:
+        """(residual + factor * h, its LayerNorm); never changes the arrays it is given."""
+
+    def feed_forward(self, x: np.ndarray, params: dict) -> np.ndarray: ...
+
+    def self_attn(self, x: np.ndarray, i: int, attention, att_mask: np.ndarray) -> np.ndarray: ...
+
+    def conv(self, x: np.ndarray, cache: np.ndarray, pad_mask: np.ndarray, params: dict) -> tuple:
+        """(y [B, T, d], depthwise input [B, d, T])."""
+
+    def engine_state_next(self, attention) -> dict | None: ...
+
+
+def initial_cache(cfg: EncoderConfig, batch: int, dtype=np.float32):
     """NeMo's ``get_initial_cache_state`` in the export layout: zeros and length 0.
 
     The attention cache content is irrelevant while its length is 0 (fully masked); the conv cache is not
@@ -41,57 +80,111 @@ def initial_cache(cfg, batch: int, dtype=np.float32):
             np.zeros((batch,), np.int64))
 
 
-def encoder_step(audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len, params: dict,
-                 cfg, *, att_context_size=None, backend: str = "numpy", taps: dict | None = None) -> EncoderOutput:
-    """One encoder call. ``params`` = weights["encoder"]; ``cfg`` = EncoderConfig; ``att_context_size``
-    defaults to ``cfg.att_context_size``. ``taps`` (a dict) receives intermediates keyed by NeMo module path."""
-    att = tuple(att_context_size if att_context_size is not None else cfg.att_context_size)
+def last_frames(cache: np.ndarray, new: np.ndarray, axis: int) -> np.ndarray:
+    """The next cache: the last cache.shape[axis] frames of [cache ‖ new] along ``axis`` (NeMo appends on the
+    right and keeps the newest frames)."""
+    n = cache.shape[axis]
+    both = np.concatenate([cache, new.astype(cache.dtype, copy=False)], axis=axis)
+    return both[(slice(None),) * axis + (slice(both.shape[axis] - n, None),)]
+
+
+def _recorder(taps: dict | None):
+    """record(name, value): a copy into ``taps`` (so no later step can change what was recorded), or nothing."""
+    if taps is None:
+        return lambda name, value: None
+    return lambda name, value: taps.__setitem__(name, np.array(value))
+
+
+def encoder_step(audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len,
+                 ops: EncoderOps, *, engine_state: dict | None = None, taps: dict | None = None) -> tuple:
+    """One encoder call -> (EncoderOutput, engine_state_next or None).
+
+    ``engine_state`` is an implementation's own derived state from the previous step (None: derive it from the
+    caches). ``taps`` (a dict), when given, receives every intermediate named in ``refimpl.model.taps``;
+    asking for them changes no arithmetic."""
+    cfg, record = ops.cfg, _recorder(taps)
     streaming = cache_last_channel is not None
-    sp = streaming_params(cfg, att)
-    length = np.asarray(length, dtype=np.int64)
-
-    x, length = pre_encode(audio_signal.transpose(0, 2, 1), length, params["pre_encode"],
-                           subsampling_factor=cfg.subsampling_factor)  # [B, T, d]
-    if taps is not None:
-        taps["encoder.pre_encode/output"] = x
-    if streaming:
-        drop = sp.drop_extra_pre_encoded
-        x, length = x[:, drop:], np.maximum(length - drop, 0)
-    n_frames = x.shape[1]
-    cache_size = cache_last_channel.shape[2] if streaming else 0
+    sp = streaming_params(cfg, ops.att_context_size)
+    x, length = ops.pre_encode(audio_signal.transpose(0, 2, 1), np.asarray(length, dtype=np.int64))  # [B, T', d]
+    record(tap_names.PRE_ENCODE, x)
+    drop = sp.drop_extra_pre_encoded if streaming else 0
+    x, length = x[:, drop:], np.maximum(length - drop, 0)
+    b, t, d = x.shape
+    c = cache_last_channel.shape[2] if streaming else 0
     if cfg.xscaling:
-        x = x * math.sqrt(cfg.d_model)
-    pos_emb = rel_positional_encoding(n_frames + cache_size, cfg.d_model, x.dtype)
-    pad_mask, att_mask = make_masks(length, cache_last_channel_len if streaming else None, n_frames=n_frames,
-                                    cache_size=cache_size, att_context_size=att)
-    if taps is not None:
-        taps["encoder.pos_enc/output"] = x
-        taps["encoder.pos_enc/pos_emb"] = pos_emb
+        x = x * x.dtype.type(math.sqrt(cfg.d_model))
+    pad_mask, att_mask = make_masks(length, cache_last_channel_len if streaming else None, n_frames=t,
+                                    cache_size=c, att_context_size=ops.att_context_size)
+    record(tap_names.POS_ENC, x)
+    attention = ops.attention_state(cache_last_channel, engine_state, x)
+    record(tap_names.POS_EMB, attention.pos_emb)
 
-    ccn, ctn = [], []
+    conv_caches = cache_last_time if streaming else np.zeros((b, cfg.n_layers, d, cfg.cache_last_time_size), x.dtype)
+    ccn = np.empty((b, cfg.n_layers, c, d), x.dtype) if streaming else None
+    ctn = np.empty_like(conv_caches)
     for i in range(cfg.n_layers):
-        name = f"encoder.layers.{i}"
-        if taps is not None:
-            taps[f"{name}/input"] = x
-        x, cc, tc = conformer_layer(
-            x, params["layers"][str(i)],
-            cache_last_channel=cache_last_channel[:, i] if streaming else None,
-            cache_last_time=cache_last_time[:, i] if streaming else None,
-            pos_emb=pos_emb, att_mask=att_mask, pad_mask=pad_mask, n_heads=cfg.n_heads,
-            conv_norm_type=cfg.conv_norm_type, backend=backend, taps=taps, name=name)
-        if taps is not None:
-            taps[f"{name}/output"] = x
-        ccn.append(cc)
-        ctn.append(tc)
+        record(f"{tap_names.layer(i)}/input", x)
+        x, att_in, conv_in = conformer_layer(x, i, ops, attention, cache_last_time=conv_caches[:, i],
+                                             att_mask=att_mask, pad_mask=pad_mask, record=record)
+        record(f"{tap_names.layer(i)}/output", x)
+        if streaming:
+            ccn[:, i] = last_frames(cache_last_channel[:, i], att_in, axis=1)
+        ctn[:, i] = last_frames(conv_caches[:, i], conv_in, axis=2)
 
     outputs = x.transpose(0, 2, 1)  # [B, d, T]
     if not streaming:
-        return EncoderOutput(outputs, length, None, None, None)
-    outputs = outputs[:, :, : sp.valid_out_len]
-    return EncoderOutput(
-        outputs=outputs,
+        return EncoderOutput(np.ascontiguousarray(outputs), length, None, None, None), None
+    out = EncoderOutput(
+        outputs=np.ascontiguousarray(outputs[:, :, : sp.valid_out_len]),
         encoded_lengths=np.minimum(length, sp.valid_out_len),
-        cache_last_channel_next=np.stack(ccn, axis=1),
-        cache_last_time_next=np.stack(ctn, axis=1),
-        cache_last_channel_next_len=np.minimum(np.asarray(cache_last_channel_len, np.int64) + n_frames, cache_size),
+        cache_last_channel_next=ccn,
+        cache_last_time_next=ctn,
+        cache_last_channel_next_len=np.minimum(np.asarray(cache_last_channel_len, np.int64) + t, c),
     )
+    return out, ops.engine_state_next(attention)
+
+
+@dataclass(frozen=True)
+class PlainAttention:
+    cache: np.ndarray | None  # [B, n_layers, C, d] cache_last_channel (None offline)
+    pos_emb: np.ndarray  # [2(C+T)-1, d]
+
+
+class PlainEncoder:
+    """``EncoderOps`` of the readable reference: this package's layer functions on NeMo's layouts and names.
+    ``params`` = weights["encoder"]."""
+
+    def __init__(self, params: dict, cfg: EncoderConfig, att_context_size=None):
+        self.params, self.cfg = params, cfg
+        self.att_context_size = tuple(att_context_size if att_context_size is not None else cfg.att_context_size)
+
+    def layer_params(self, i: int) -> dict:
+        return self.params["layers"][str(i)]
+
+    def pre_encode(self, x, length):
+        return pre_encode(x, length, self.params["pre_encode"], subsampling_factor=self.cfg.subsampling_factor)
+
+    def attention_state(self, cache_last_channel, engine_state, x):
+        c = 0 if cache_last_channel is None else cache_last_channel.shape[2]
+        return PlainAttention(cache_last_channel, rel_positional_encoding(x.shape[1] + c, self.cfg.d_model, x.dtype))
+
+    def norm(self, x, params):
+        return layer_norm(x, params)
+
+    def add_norm(self, residual, h, factor, params):
+        residual = residual + factor * h
+        return residual, layer_norm(residual, params)
+
+    def feed_forward(self, x, params):
+        return feed_forward(x, params)
+
+    def self_attn(self, x, i, attention, att_mask):
+        cache = None if attention.cache is None else attention.cache[:, i]
+        return rel_pos_mha(x, cache, self.layer_params(i)["self_attn"], pos_emb=attention.pos_emb,
+                           att_mask=att_mask, n_heads=self.cfg.n_heads)
+
+    def conv(self, x, cache, pad_mask, params):
+        return conformer_convolution(x, cache, pad_mask, params, norm_type=self.cfg.conv_norm_type)
+
+    def engine_state_next(self, attention):
+        return None

@@ -39,14 +39,11 @@ def lstm_cell(x: np.ndarray, h: np.ndarray, c: np.ndarray, w_ih, w_hh, b_ih, b_h
     return sigmoid(o) * np.tanh(c_next), c_next
 
 
-def prediction_step(tokens: np.ndarray, h: np.ndarray, c: np.ndarray, params: dict, backend: str = "numpy"):
+def prediction_step(tokens: np.ndarray, h: np.ndarray, c: np.ndarray, params: dict, *, cell=lstm_cell):
     """``RNNTDecoder`` on one token per stream: tokens [B], h/c [L, B, H] -> (g [B, H], h' [L,B,H], c').
 
-    params = weights["decoder"]["prediction"]; the embedding's blank row is zero (blank_as_pad)."""
-    if backend == "numba":
-        from ..fast.kernels import lstm_cell as cell
-    else:
-        cell = lstm_cell
+    params = weights["decoder"]["prediction"]; the embedding's blank row is zero (blank_as_pad). ``cell`` is
+    ``lstm_cell`` (refimpl.fast passes its kernel twin)."""
     x = params["embed"]["weight"][tokens]  # [B, H]
     lstm = params["dec_rnn"]["lstm"]
     hs, cs = [], []

@@ -12,21 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from weights_tools.schema import pre_encode_conv_indices
+
 from .nn import linear, relu
 
 KERNEL = 3
 STRIDE = 2
 PAD_BEFORE, PAD_AFTER = KERNEL - 1, STRIDE - 1
-
-
-def layer_indices(subsampling_factor: int) -> list:
-    """[(kind, state-dict index)] in order, e.g. x8: conv 0, relu 1, dw 2, pw 3, relu 4, dw 5, pw 6, relu 7."""
-    stages = int(np.log2(subsampling_factor))
-    layers = [("conv", 0), ("relu", 1)]
-    for i in range(stages - 1):
-        base = 2 + 3 * i
-        layers += [("dw", base), ("pw", base + 1), ("relu", base + 2)]
-    return layers
 
 
 def _patches(x: np.ndarray) -> np.ndarray:
@@ -71,20 +63,19 @@ def pre_encode(x: np.ndarray, lengths: np.ndarray, params: dict, *, subsampling_
     """x [B, T, feat_in], lengths [B] -> (y [B, T', d_model], lengths' [B]); T' = floor(T/2)+1 per stage."""
     h = x[:, None]  # [B, 1, T, F]
     lengths = np.asarray(lengths, dtype=np.int64)
-    for kind, i in layer_indices(subsampling_factor):
+    for i, kind in pre_encode_conv_indices(subsampling_factor):
         h = _time_mask(h, lengths)
-        if kind == "relu":
-            h = relu(h)
-            continue
         p = params["conv"][str(i)]
         if kind == "conv":
             h = causal_conv2d(h, p)
-        elif kind == "dw":
+        elif kind == "depthwise":
             h = causal_depthwise_conv2d(h, p)
         else:
             h = pointwise_conv2d(h, p)
-        if kind != "pw":  # stride-2 layers update the valid length
+        if kind != "pointwise":  # stride-2 layers update the valid length
             lengths = (lengths + PAD_BEFORE + PAD_AFTER - KERNEL) // STRIDE + 1
+        if kind != "depthwise":  # conv.0 and each pointwise conv are followed by a ReLU
+            h = relu(_time_mask(h, lengths))
     h = _time_mask(h, lengths)
     b, c, t, f = h.shape
     h = h.transpose(0, 2, 1, 3).reshape(b, t, c * f)  # [B, T', C*F'], flatten index c*F' + f

@@ -1,19 +1,23 @@
 """The streaming driver: mel -> chunks -> encoder -> RNNT/CTC greedy, one pure step at a time.
 
-``stream_step(engine, new_frames, n_new, state) -> (StepOutput, new_state)`` is the public unit; ``run_stream``
-is the same step in a loop over NeMo's ``pad_and_drop_preencoded`` schedule. Every cache goes in and comes
-out of every step. The engine (refimpl or onnxruntime) only does arithmetic; chunking and decoding logic live
-here and in ``refimpl.chunking``, shared by both.
+``stream_step(engine, new_frames, n_new, state) -> (StepOutput, new_state)`` is the unit; ``iter_stream`` is
+the one chunk loop over NeMo's ``pad_and_drop_preencoded`` schedule (``refimpl.runtime.chunking``), and
+``run_stream`` collects it into a ``StreamResult``. transcribe, crosscheck, golden and bench all stream through
+``iter_stream``. Every cache goes in and comes out of every step. The engine (refimpl or onnxruntime) only does
+arithmetic; chunking and decoding live here, shared by both.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from .chunking import chunk_schedule, dropped_tail_frames
 from ..model.ctc import greedy_ctc
 from ..model.rnnt import RNNTState, greedy_rnnt, initial_rnnt_state
+from .chunking import Chunk, chunk_schedule, dropped_tail_frames
+
+DECODERS = ("rnnt", "ctc")
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,7 @@ class StreamState:
     # it goes in and comes out of every step like the caches.
     engine_state: dict | None = None
 
-    def select(self, keep: np.ndarray, other: "StreamState") -> "StreamState":
+    def select(self, keep: np.ndarray, other: StreamState) -> StreamState:
         """Per stream: self where keep[b], else other. An engine_state that only one side has cannot be split per
         stream, so it is dropped unless every stream keeps self's (the engine then rebuilds it from the caches)."""
         k = np.asarray(keep, bool)
@@ -50,26 +54,58 @@ class StreamState:
             None if self.engine_state is None or other.engine_state is None else
             {name: pick(v, other.engine_state[name]) for name, v in self.engine_state.items()})
 
+    def with_caches(self, cache_last_channel, cache_last_time, cache_last_channel_len) -> StreamState:
+        """The same state with other encoder caches (e.g. teacher-forced from a golden file); the engine's derived
+        state is dropped, so the engine rebuilds it from these caches."""
+        return replace(self, cache_last_channel=np.asarray(cache_last_channel, self.cache_last_channel.dtype),
+                       cache_last_time=np.asarray(cache_last_time, self.cache_last_time.dtype),
+                       cache_last_channel_len=np.asarray(cache_last_channel_len, np.int64), engine_state=None)
 
-def available_decoders(engine, wanted=("rnnt", "ctc")) -> tuple:
+
+def available_decoders(engine, wanted=DECODERS) -> tuple:
     """The wanted decoders the engine has (an RNNT export has no CTC head for onnxruntime, and so on)."""
-    return tuple(d for d in wanted if (d == "rnnt" and engine.has_rnnt) or (d == "ctc" and engine.has_ctc))
+    return tuple(d for d in wanted if d in engine.heads)
 
 
-def initial_state(engine, batch: int, decoders=("rnnt", "ctc")) -> StreamState:
+def initial_state(engine, batch: int, decoders=DECODERS) -> StreamState:
     """NeMo's initial cache state (zeros, length 0), a zero pre-encode cache (pad_and_drop_preencoded's leading
     zero frames), a zero LSTM state with blank as last token, and blank as the last CTC label."""
-    enc, dt = engine.config.encoder, engine.dtype
-    p = engine.params
+    enc, dt, p = engine.config.encoder, engine.dtype, engine.streaming
     decoders = available_decoders(engine, decoders)
-    rnnt = initial_rnnt_state(engine.config.rnnt, batch, dt) if "rnnt" in decoders else None
-    ctc = np.full(batch, engine.config.blank_id, np.int64) if "ctc" in decoders else None
     return StreamState(
         cache_last_channel=np.zeros((batch, enc.n_layers, p.last_channel_cache_size, enc.d_model), dt),
         cache_last_time=np.zeros((batch, enc.n_layers, enc.d_model, p.conv_cache_size), dt),
         cache_last_channel_len=np.zeros(batch, np.int64),
         pre_encode_cache=np.zeros((batch, enc.feat_in, p.pre_encode_cache_size), dt),
-        rnnt=rnnt, ctc_last_label=ctc, mel_frames=np.zeros(batch, np.int64))
+        rnnt=initial_rnnt_state(engine.config.rnnt, batch, dt) if "rnnt" in decoders else None,
+        ctc_last_label=np.full(batch, engine.config.blank_id, np.int64) if "ctc" in decoders else None,
+        mel_frames=np.zeros(batch, np.int64))
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One encoder call's frames decoded, for a batch of streams."""
+
+    rnnt_tokens: list | None  # per stream, tokens emitted
+    rnnt: RNNTState | None  # the prediction state after them
+    ctc_tokens: list | None  # per stream, collapsed tokens new in these frames
+    ctc_frame_labels: list | None  # per stream, argmax of every valid frame
+    ctc_logprobs: np.ndarray | None  # [B, T, V+1]
+    ctc_last_label: np.ndarray | None  # [B]
+
+
+def decode(engine, enc: dict, enc_len, rnnt: RNNTState | None, ctc_last_label) -> Decoded:
+    """Greedy RNNT (when ``rnnt`` is a state) and CTC (when ``ctc_last_label`` is given) over the first
+    enc_len[b] frames of one encoder call's outputs, carrying each decoder's state."""
+    tokens = labels = logprobs = ctc_tokens = None
+    if rnnt is not None:
+        tokens, rnnt = greedy_rnnt(enc["outputs"], enc_len, rnnt, engine.decoder_joint,
+                                   blank_id=engine.config.blank_id, max_symbols=engine.config.rnnt.max_symbols)
+    if ctc_last_label is not None:
+        logprobs = enc["logprobs"] if "logprobs" in enc else engine.ctc(enc["outputs"])
+        ctc_tokens, labels, ctc_last_label = greedy_ctc(logprobs, enc_len, ctc_last_label,
+                                                        blank_id=engine.config.blank_id)
+    return Decoded(tokens, rnnt, ctc_tokens, labels, logprobs, ctc_last_label)
 
 
 @dataclass(frozen=True)
@@ -78,11 +114,24 @@ class StepOutput:
     length: np.ndarray  # [B] int64
     encoder: dict  # the engine's encoder outputs by export name
     active: np.ndarray  # [B] bool: streams that took part (others kept their state)
-    rnnt_tokens: list | None = None  # per stream, tokens emitted in this chunk
-    ctc_tokens: list | None = None  # per stream, collapsed tokens new in this chunk
-    ctc_frame_labels: list | None = None  # per stream, argmax of every valid frame
-    ctc_logprobs: np.ndarray | None = None  # [B, T, V+1]
+    decoded: Decoded
     taps: dict | None = None
+
+    @property
+    def rnnt_tokens(self) -> list | None:
+        return self.decoded.rnnt_tokens
+
+    @property
+    def ctc_tokens(self) -> list | None:
+        return self.decoded.ctc_tokens
+
+    @property
+    def ctc_frame_labels(self) -> list | None:
+        return self.decoded.ctc_frame_labels
+
+    @property
+    def ctc_logprobs(self) -> np.ndarray | None:
+        return self.decoded.ctc_logprobs
 
 
 def stream_step(engine, new_frames: np.ndarray, n_new, state: StreamState, *, taps: dict | None = None):
@@ -100,78 +149,111 @@ def stream_step(engine, new_frames: np.ndarray, n_new, state: StreamState, *, ta
     length = np.where(active, pre + n_new, 0)
     enc = engine.encoder(audio_signal, length, state.cache_last_channel, state.cache_last_time,
                          state.cache_last_channel_len, taps=taps, engine_state=state.engine_state)
-    enc_len = np.where(active, enc["encoded_lengths"], 0)
-    out = {"audio_signal": audio_signal, "length": length, "encoder": enc, "active": active, "taps": taps}
-
-    rnnt = state.rnnt
-    if rnnt is not None:
-        out["rnnt_tokens"], rnnt = greedy_rnnt(enc["outputs"], enc_len, rnnt, engine.decoder_joint,
-                                               blank_id=engine.config.blank_id,
-                                               max_symbols=engine.config.rnnt.max_symbols)
-    ctc_last = state.ctc_last_label
-    if ctc_last is not None:
-        logprobs = enc["logprobs"] if "logprobs" in enc else engine.ctc(enc["outputs"])
-        out["ctc_tokens"], out["ctc_frame_labels"], ctc_last = greedy_ctc(logprobs, enc_len, ctc_last,
-                                                                          blank_id=engine.config.blank_id)
-        out["ctc_logprobs"] = logprobs
-
+    decoded = decode(engine, enc, np.where(active, enc["encoded_lengths"], 0), state.rnnt, state.ctc_last_label)
     # The next pre-encode cache: the last s+1 frames of [old cache ‖ this stream's new frames].
     idx = n_new[:, None] + np.arange(pre)[None, :]  # [B, pre] positions in audio_signal
     pre_next = np.take_along_axis(audio_signal, np.minimum(idx, audio_signal.shape[2] - 1)[:, None, :], axis=2)
     new_state = StreamState(
         cache_last_channel=enc["cache_last_channel_next"], cache_last_time=enc["cache_last_time_next"],
         cache_last_channel_len=enc["cache_last_channel_next_len"], pre_encode_cache=pre_next,
-        rnnt=rnnt, ctc_last_label=ctc_last, mel_frames=state.mel_frames + n_new, chunks=state.chunks + 1,
-        engine_state=enc.get("engine_state_next"))
-    return StepOutput(**out), new_state.select(active, state)
+        rnnt=decoded.rnnt, ctc_last_label=decoded.ctc_last_label, mel_frames=state.mel_frames + n_new,
+        chunks=state.chunks + 1, engine_state=enc.get("engine_state_next"))
+    return StepOutput(audio_signal, length, enc, active, decoded, taps), new_state.select(active, state)
 
 
-@dataclass
-class StreamResult:
-    rnnt_tokens: list | None  # per stream
-    ctc_tokens: list | None
-    ctc_frame_labels: list | None
-    steps: list = field(default_factory=list)  # StepOutput per chunk (when keep_steps)
-    n_chunks: int = 0
-    dropped_tail_frames: np.ndarray | None = None  # [B] mel frames too few for one more chunk (as NeMo)
-    final_state: StreamState | None = None
-
-
-def run_stream(engine, mel: np.ndarray, mel_lengths=None, *, decoders=("rnnt", "ctc"), keep_steps: bool = False,
-               taps_for=None, on_step=None) -> StreamResult:
-    """Stream a whole (batch of) mel spectrogram(s) [B, feat_in, F] chunk by chunk.
-
-    mel_lengths [B] defaults to F for every stream (NeMo's streaming buffer uses every column it is given).
-    ``taps_for(chunk_index) -> bool`` asks the engine for intermediates on those chunks; ``on_step(i, step,
-    state)`` is called after each step (progress bars, cross-checks).
-    """
+def _batched(mel, mel_lengths) -> tuple:
     mel = np.asarray(mel)
     if mel.ndim == 2:
         mel = mel[None]
     b = mel.shape[0]
     lengths = np.full(b, mel.shape[2], np.int64) if mel_lengths is None else np.asarray(mel_lengths, np.int64)
-    decoders = available_decoders(engine, decoders)
+    return mel, lengths
+
+
+def iter_stream(engine, mel: np.ndarray, mel_lengths=None, *, decoders=DECODERS,
+                taps_for: Callable[[int], bool] | None = None,
+                prepare: Callable[[Chunk, StreamState], StreamState] | None = None,
+                ) -> Iterator[tuple[Chunk, StepOutput, StreamState]]:
+    """The chunk loop: stream a (batch of) mel spectrogram(s) [B, feat_in, F] chunk by chunk, yielding
+    (chunk, step output, state after the step).
+
+    mel_lengths [B] defaults to F for every stream (NeMo's streaming buffer uses every column it is given).
+    ``taps_for(chunk_index) -> bool`` asks the engine for intermediates on those chunks; ``prepare(chunk, state)
+    -> state`` may replace the state before a step (e.g. golden verify feeds the recorded caches)."""
+    mel, lengths = _batched(mel, mel_lengths)
+    b = mel.shape[0]
     state = initial_state(engine, b, decoders)
-    res = StreamResult(rnnt_tokens=[[] for _ in range(b)] if "rnnt" in decoders else None,
-                       ctc_tokens=[[] for _ in range(b)] if "ctc" in decoders else None,
-                       ctc_frame_labels=[[] for _ in range(b)] if "ctc" in decoders else None)
-    for chunk in chunk_schedule(lengths, engine.params):
+    for chunk in chunk_schedule(lengths, engine.streaming):
         frames = np.zeros((b, mel.shape[1], chunk.width), mel.dtype)
         for i in range(b):
             frames[i, :, : chunk.n_new[i]] = mel[i, :, chunk.start: chunk.start + chunk.n_new[i]]
+        if prepare is not None:
+            state = prepare(chunk, state)
         taps = {} if taps_for is not None and taps_for(chunk.index) else None
         step, state = stream_step(engine, frames, chunk.n_new, state, taps=taps)
-        for i in range(b):
-            if res.rnnt_tokens is not None:
-                res.rnnt_tokens[i] += step.rnnt_tokens[i]
-            if res.ctc_tokens is not None:
-                res.ctc_tokens[i] += step.ctc_tokens[i]
-                res.ctc_frame_labels[i] += [int(x) for x in step.ctc_frame_labels[i]]
+        yield chunk, step, state
+
+
+@dataclass
+class Tokens:
+    """Tokens accumulated over a stream's steps, per decoder and stream."""
+
+    rnnt: list | None = None  # per stream
+    ctc: list | None = None
+    ctc_frame_labels: list | None = None
+
+    @classmethod
+    def empty(cls, decoders, batch: int) -> Tokens:
+        new = lambda d: [[] for _ in range(batch)] if d in decoders else None  # noqa: E731
+        return cls(new("rnnt"), new("ctc"), new("ctc"))
+
+    def add(self, step: StepOutput) -> None:
+        d = step.decoded
+        for i in range(len(step.active)):
+            if self.rnnt is not None:
+                self.rnnt[i] += d.rnnt_tokens[i]
+            if self.ctc is not None:
+                self.ctc[i] += d.ctc_tokens[i]
+                self.ctc_frame_labels[i] += [int(x) for x in d.ctc_frame_labels[i]]
+
+    def of(self, decoder: str, stream: int = 0) -> list:
+        return getattr(self, decoder)[stream]
+
+
+@dataclass
+class StreamResult:
+    tokens: Tokens
+    steps: list = field(default_factory=list)  # StepOutput per chunk (when keep_steps)
+    n_chunks: int = 0
+    dropped_tail_frames: np.ndarray | None = None  # [B] mel frames too few for one more chunk (as NeMo)
+    final_state: StreamState | None = None
+
+    @property
+    def rnnt_tokens(self) -> list | None:
+        return self.tokens.rnnt
+
+    @property
+    def ctc_tokens(self) -> list | None:
+        return self.tokens.ctc
+
+    @property
+    def ctc_frame_labels(self) -> list | None:
+        return self.tokens.ctc_frame_labels
+
+
+def run_stream(engine, mel: np.ndarray, mel_lengths=None, *, decoders=DECODERS, keep_steps: bool = False,
+               taps_for=None, on_step=None) -> StreamResult:
+    """``iter_stream`` to the end: the tokens of every stream, and the steps when ``keep_steps``.
+    ``on_step(i, step, state)`` is called after each step (progress bars)."""
+    mel, lengths = _batched(mel, mel_lengths)
+    res = StreamResult(Tokens.empty(available_decoders(engine, decoders), mel.shape[0]))
+    for chunk, step, state in iter_stream(engine, mel, lengths, decoders=decoders, taps_for=taps_for):
+        res.tokens.add(step)
         if keep_steps:
             res.steps.append(step)
         if on_step is not None:
             on_step(chunk.index, step, state)
         res.n_chunks += 1
-    res.dropped_tail_frames = dropped_tail_frames(lengths, engine.params)
-    res.final_state = state
+        res.final_state = state
+    res.dropped_tail_frames = dropped_tail_frames(lengths, engine.streaming)
     return res

@@ -37,6 +37,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+from weights_tools.tree import flatten
+
+from ..fast.encoder import BACKENDS
+from ..model.audio import load_audio
+from ..runtime.chunking import chunk_schedule
+from ..runtime.engines import IMPLS, EngineWrapper, OnnxEngine, open_refimpl, parse_att_context_size
+from ..runtime.features import features
+from ..runtime.streaming import available_decoders, iter_stream
 
 BUNDLED_AUDIO = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "audio"
 CHILD_CHUNKS = 4  # chunks streamed by the load/RSS subprocess after loading
@@ -66,8 +74,6 @@ def thread_limits(threads: int, *, numba_threads: bool = True):
 def bench_audio(seconds: float, audio=None, sample_rate: int = 16000) -> np.ndarray:
     """The benchmark waveform: ``audio`` (a path), or the bundled clips concatenated and repeated, cut to
     ``seconds`` (all of ``audio`` if seconds is None)."""
-    from ..model.audio import load_audio
-
     if audio is not None:
         x = load_audio(audio, sample_rate=sample_rate)
         if seconds is None:
@@ -83,50 +89,38 @@ def bench_audio(seconds: float, audio=None, sample_rate: int = 16000) -> np.ndar
     return np.tile(one, int(np.ceil(n / len(one))))[:n]
 
 
-def open_engines(model, *, att_context_size=None, threads: int = 1, backend: str = "numba", plain: bool = False,
+def open_engines(model, *, att_context_size=None, threads: int = 1, backend: str | None = None, impl: str = "fast",
                  which=("onnxruntime", "refimpl")) -> dict:
     """{name: (engine, load seconds)}. refimpl: the fast path read straight into its layout, or with
-    ``plain`` the readable reference engine (``RefimplEngine``) on ``weights_tools.load_onnx``."""
-    from ..api import parse_att_context_size
-    from ..runtime.engines import OnnxEngine, RefimplEngine
-    from ..fast.encoder import FastRefimplEngine
-
+    ``impl="plain"`` the readable reference engine."""
     att = parse_att_context_size(att_context_size)
     out = {}
     for name in which:
         t0 = time.perf_counter()
         if name == "onnxruntime":
             eng = OnnxEngine(model, att_context_size=att, threads=threads)
-        elif plain:
-            import weights_tools
-
-            config, weights = weights_tools.load_onnx(model)
-            eng = RefimplEngine(config, weights, att_context_size=att, backend=backend)
         else:
-            eng = FastRefimplEngine.from_model(model, att_context_size=att, backend=backend)
+            eng = open_refimpl(model, impl=impl, att_context_size=att, backend=backend)
         out[name] = (eng, time.perf_counter() - t0)
     return out
 
 
-class _Timed:
-    """An engine whose encoder calls are timed (everything else passes through)."""
+class _Timed(EngineWrapper):
+    """An engine whose encoder calls are timed."""
 
     def __init__(self, engine):
-        self._engine = engine
+        super().__init__(engine)
         self.encoder_seconds = 0.0
-
-    def __getattr__(self, name):
-        return getattr(self._engine, name)
 
     def encoder(self, *args, **kwargs):
         t0 = time.perf_counter()
-        out = self._engine.encoder(*args, **kwargs)
+        out = self.inner.encoder(*args, **kwargs)
         self.encoder_seconds += time.perf_counter() - t0
         return out
 
 
 def _numba_cache_stats() -> dict:
-    from ..fast import kernels
+    from ..fast import kernels  # imports Numba: only for a numba-backend run
 
     hits = misses = 0
     for obj in vars(kernels).values():
@@ -144,42 +138,33 @@ def stream_interleaved(engines: dict, mel: np.ndarray, *, decoders=("rnnt",), wa
     """Stream mel [1, feat_in, F] through every engine, alternating engines every ``block`` chunks (the order
     within a round alternating too). Each engine's first ``warmup`` chunks run first, untimed.
     -> {name: {"step": [s per timed chunk], "encoder": [...], "warmup_step": [...], "chunks": n}}."""
-    from ..runtime.chunking import chunk_schedule
-    from ..runtime.streaming import initial_state, stream_step
-
     names = list(engines)
     timed = {n: _Timed(e) for n, e in engines.items()}
-    states = {n: initial_state(timed[n], 1, decoders) for n in names}
-    params = engines[names[0]].params
-    res = {n: {"step": [], "encoder": [], "warmup_step": []} for n in names}
-    schedule = chunk_schedule([mel.shape[2]], params)
-    if len(schedule) <= warmup:
-        raise ValueError(f"{len(schedule)} chunks of audio are fewer than the {warmup} warm-up chunks plus one: "
+    streams = {n: iter_stream(timed[n], mel, decoders=decoders) for n in names}
+    n_chunks = len(chunk_schedule([mel.shape[2]], engines[names[0]].streaming))
+    if n_chunks <= warmup:
+        raise ValueError(f"{n_chunks} chunks of audio are fewer than the {warmup} warm-up chunks plus one: "
                          f"give more --seconds")
-    rounds = [schedule[:warmup]] + [schedule[i: i + block] for i in range(warmup, len(schedule), block)]
-    for r, chunks in enumerate(rounds):
+    res = {n: {"step": [], "encoder": [], "warmup_step": [], "chunks": n_chunks} for n in names}
+    rounds = [range(warmup)] + [range(i, min(i + block, n_chunks)) for i in range(warmup, n_chunks, block)]
+    for r, indices in enumerate(rounds):
         for n in (names if r % 2 == 0 else names[::-1]):
-            for chunk in chunks:
-                frames = mel[:, :, chunk.start: chunk.start + chunk.width]
+            for index in indices:
                 timed[n].encoder_seconds = 0.0
                 t0 = time.perf_counter()
-                _, states[n] = stream_step(timed[n], frames, chunk.n_new, states[n])
+                next(streams[n])  # one chunk: features sliced, encoder, decoding
                 dt = time.perf_counter() - t0
-                if chunk.index < warmup:
+                if index < warmup:
                     res[n]["warmup_step"].append(dt)
                 else:
                     res[n]["step"].append(dt)
                     res[n]["encoder"].append(timed[n].encoder_seconds)
-    for n in names:
-        res[n]["chunks"] = len(schedule)
     return res
 
 
 def weight_streaming_floor(engine, repeats: int = 5) -> float:
     """Seconds for one single-row pass of x @ W over every weight matrix of a fast engine's layout."""
-    from weights_tools.tree import flatten
-
-    mats = [w for k, w in flatten(engine.model.layout).items() if k.endswith("weight_p")]
+    mats = [w for k, w in flatten(engine.ops.layout).items() if k.endswith("weight_p")]
     xs = {m.shape[1]: np.ones((1, m.shape[1]), m.dtype) for m in mats}
     best = []
     for _ in range(repeats):
@@ -211,21 +196,18 @@ def _child_main(spec: dict) -> dict:
     """In a fresh process: import what the engine needs, load it, stream a few chunks; report load time and
     memory. The baseline (``rss_after_imports_mb``) is taken after the imports; Numba's run-time set-up on the
     first kernel call is counted as the engine's."""
-    from .. import api
-    from ..fast import encoder  # noqa: F401
-
     use_numba = spec["engine"] == "refimpl" and spec["backend"] == "numba"
     if spec["engine"] == "onnxruntime":
         import onnxruntime  # noqa: F401
     elif use_numba:
-        from ..fast import kernels  # noqa: F401  (imports Numba)
+        from ..fast import kernels  # noqa: F401  (imports Numba: counted in the baseline, not the engine)
     base = _rss_mb()
     with thread_limits(spec["threads"], numba_threads=use_numba):
         (eng, load_s), = open_engines(spec["model"], att_context_size=spec["att_context_size"],
-                                      threads=spec["threads"], backend=spec["backend"], plain=spec["plain"],
+                                      threads=spec["threads"], backend=spec["backend"], impl=spec["impl"],
                                       which=(spec["engine"],)).values()
         after_load = _rss_mb()
-        mel, _ = api.features(bench_audio(spec["seconds"], spec["audio"]), eng.config)
+        mel, _ = features(bench_audio(spec["seconds"], spec["audio"]), eng.config)
         t0 = time.perf_counter()
         stream_interleaved({spec["engine"]: eng}, mel, decoders=tuple(spec["decoders"]), warmup=1, block=100)
         first = time.perf_counter() - t0
@@ -258,33 +240,31 @@ def _cold_jit_seconds(spec: dict) -> float:
 # --- the API -----------------------------------------------------------------------------------------------
 
 def run_bench(model, *, att_context_size=None, seconds: float = 60.0, audio=None, threads: int = 1,
-              backend: str = "numba", plain: bool = False, decoder: str = "auto", warmup: int = 2, block: int = 1,
+              backend: str | None = None, impl: str = "fast", decoder: str = "auto", warmup: int = 2, block: int = 1,
               subprocesses: bool = True, cold_jit: bool = True, floor: bool = True) -> dict:
     """Benchmark refimpl against onnxruntime on ``model`` (a folder of NeMo's ONNX export). Returns a dict
     (see the module docstring for how each number is measured); ``format_report`` prints it."""
-    from .. import api
-    from ..runtime.streaming import available_decoders
-
+    backend = (backend or BACKENDS[0]) if impl == "fast" else None  # the plain reference has no backend
     with thread_limits(threads, numba_threads=backend == "numba"):
         engines = open_engines(model, att_context_size=att_context_size, threads=threads, backend=backend,
-                               plain=plain)
+                               impl=impl)
         ort, ref = engines["onnxruntime"][0], engines["refimpl"][0]
         if decoder == "auto":
             decoders = available_decoders(ort, ("rnnt", "ctc"))[:1]
         else:
             decoders = () if decoder == "none" else (decoder,)
         wave = bench_audio(seconds, audio)
-        mel, audio_seconds = api.features(wave, ort.config)
+        mel, audio_seconds = features(wave, ort.config)
         runs = stream_interleaved({"onnxruntime": ort, "refimpl": ref}, mel, decoders=decoders, warmup=warmup,
                                   block=block)
-        floor_s = weight_streaming_floor(ref) if floor and hasattr(ref, "model") else None
-    p = ort.params
+        floor_s = weight_streaming_floor(ref) if floor and ref.impl == "fast" else None
+    p = ort.streaming
     chunk_seconds = p.chunk_size * ort.config.preprocessor.n_window_stride / ort.config.preprocessor.sample_rate
     result = {
         "model": str(model), "att_context_size": list(ort.config.encoder.att_context_size),
         "audio_seconds": float(audio_seconds), "chunks": runs["refimpl"]["chunks"], "timed_chunks":
             len(runs["refimpl"]["step"]), "chunk_ms_of_audio": chunk_seconds * 1e3, "threads": threads,
-        "refimpl_path": "plain" if plain else "fast", "backend": backend, "decoders": list(decoders),
+        "refimpl_impl": impl, "backend": backend, "decoders": list(decoders),
         "interleave_block": block,
         "engines": {},
     }
@@ -309,7 +289,7 @@ def run_bench(model, *, att_context_size=None, seconds: float = 60.0, audio=None
                            "ratio_to_onnxruntime_encoder": floor_s * 1e3 / o["encoder"]["median_ms"]}
     if subprocesses:
         spec = {"model": str(model), "att_context_size": att_context_size, "threads": threads, "backend": backend,
-                "plain": plain, "decoders": list(decoders), "audio": None if audio is None else str(audio),
+                "impl": impl, "decoders": list(decoders), "audio": None if audio is None else str(audio),
                 "seconds": CHILD_CHUNKS * chunk_seconds + 0.5}
         weights_mb = sum(f.stat().st_size for _, f in ort.files.graphs) / 2**20
         result["weights_mb"] = weights_mb
@@ -329,7 +309,7 @@ def format_report(r: dict) -> str:
     o, f = r["engines"]["onnxruntime"], r["engines"]["refimpl"]
     lines = [f"refimpl bench: {r['model']}  att_context_size {r['att_context_size']}  "
              f"{r['audio_seconds']:.1f} s of audio, {r['chunks']} chunks of {r['chunk_ms_of_audio']:.0f} ms "
-             f"({r['timed_chunks']} timed, engines alternating every {r['interleave_block']})  threads {r['threads']}  refimpl {r['refimpl_path']} path, "
+             f"({r['timed_chunks']} timed, engines alternating every {r['interleave_block']})  threads {r['threads']}  refimpl {r['refimpl_impl']}, "
              f"backend {r['backend']}  decoding {'+'.join(r['decoders']) or 'none'}",
              f"{'':44s}{'onnxruntime':>12s}{'refimpl':>12s}{'ratio':>8s}"]
 
@@ -369,7 +349,7 @@ def format_report(r: dict) -> str:
 
 def cmd_bench(args) -> int:
     r = run_bench(args.model, att_context_size=args.att_context_size, seconds=args.seconds, audio=args.audio,
-                  threads=args.threads, backend=args.backend, plain=args.plain, decoder=args.decoder,
+                  threads=args.threads, backend=args.backend, impl=args.impl, decoder=args.decoder,
                   warmup=args.warmup, block=args.block, subprocesses=not args.no_subprocess,
                   cold_jit=not args.no_cold_jit)
     print(json.dumps(r, indent=1) if args.json else format_report(r))
@@ -388,10 +368,10 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--audio", metavar="FILE", help="16 kHz mono audio (default: the bundled clips, repeated)")
     p.add_argument("--threads", type=int, default=1,
                    help="onnxruntime intra-op threads, BLAS threads and Numba threads (default 1)")
-    p.add_argument("--backend", choices=["numba", "numpy"], default="numba",
-                   help="refimpl arithmetic: Numba kernels (default) or plain NumPy")
-    p.add_argument("--plain", action="store_true",
-                   help="benchmark the plain reference path (no projected-key cache, NeMo layouts)")
+    p.add_argument("--backend", choices=BACKENDS,
+                   help="the fast path's kernels: Numba (default) or their NumPy twins")
+    p.add_argument("--impl", choices=IMPLS, default="fast",
+                   help="refimpl implementation to benchmark: fast (default) or the plain NumPy reference")
     p.add_argument("--decoder", choices=["auto", "rnnt", "ctc", "none"], default="auto",
                    help="decoding inside each step (default: RNNT if the export has it, else CTC)")
     p.add_argument("--warmup", type=int, default=2, help="untimed chunks per engine first (default 2)")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.chunking import streaming_params, subsampled_length
+from weights_tools import streaming_params
 
 ENCODER_INPUTS = ("audio_signal", "length", "cache_last_channel", "cache_last_time", "cache_last_channel_len")
 
@@ -40,11 +40,6 @@ class CheckReport:
                 "explanation": self.explanation, "output_shapes": self.output_shapes}
 
 
-def encoder_frames(t_in: int, p) -> int:
-    """Encoder frames one call gives for t_in mel frames: f^k(t_in) - drop, at least 0."""
-    return max(int(subsampled_length(t_in, p.subsampling_factor)) - p.drop_extra_pre_encoded, 0)
-
-
 def _check_audio(x, cfg, p, out):
     f, w = cfg.feat_in, p.window
     if x.ndim != 3:
@@ -73,22 +68,22 @@ def _check_audio(x, cfg, p, out):
                            f"{t} mel frames = one chunk without its {pre} pre-encode frames: prepend the previous "
                            f"chunk's last {pre} mel frames ({pre} zero frames before the first chunk); the export drops "
                            f"{p.drop_extra_pre_encoded} subsampled frames every call, so this gives "
-                           f"{encoder_frames(t, p)} encoder frames instead of {p.valid_out_len}; {need}"))
+                           f"{int(p.encoder_frames(t))} encoder frames instead of {p.valid_out_len}; {need}"))
     elif t == 1 + s * p.att_context_size[1]:
         out.append(Problem("audio_signal", "error",
                            f"{t} mel frames is NeMo's eager first chunk (chunk_size[0] = 1 + s*R) without pre-encode "
                            f"frames; the export always drops {p.drop_extra_pre_encoded} frames, giving "
-                           f"{encoder_frames(t, p)} encoder frames instead of {p.valid_out_len}: feed {pre} zero "
+                           f"{int(p.encoder_frames(t))} encoder frames instead of {p.valid_out_len}: feed {pre} zero "
                            f"frames + {chunk} frames ({need})"))
     elif t > w:
         out.append(Problem("audio_signal", "error",
                            f"{t} mel frames is more than one chunk ({w}): the export slices its output to "
-                           f"{p.valid_out_len} frames while the cache absorbs all {encoder_frames(t, p)}, so speech is "
+                           f"{p.valid_out_len} frames while the cache absorbs all {int(p.encoder_frames(t))}, so speech is "
                            f"silently lost; feed one chunk per call ({need})"))
     else:
         out.append(Problem("audio_signal", "warning",
                            f"{t} mel frames is shorter than a chunk ({w}): only the last chunk of a stream may be, "
-                           f"and it gives {encoder_frames(t, p)} encoder frames; {need}"))
+                           f"and it gives {int(p.encoder_frames(t))} encoder frames; {need}"))
 
 
 def _check_cache(name, a, want, b, cfg, p, out, t_enc):
@@ -136,7 +131,7 @@ def check_encoder_inputs(inputs: dict, config, *, first_chunk: bool | None = Non
         _check_audio(np.asarray(x), cfg, p, out)
     b = np.asarray(x).shape[0] if x is not None and np.asarray(x).ndim == 3 else None
     t = np.asarray(x).shape[2] if b is not None and np.asarray(x).shape[1] == cfg.feat_in else None
-    t_enc = encoder_frames(t, p) if t is not None else p.valid_out_len
+    t_enc = int(p.encoder_frames(t)) if t is not None else p.valid_out_len
     for n in ("length", "cache_last_channel_len"):
         if n in inputs and n in names:
             _check_lengths(n, np.asarray(inputs[n]), b, t, p, out, inputs, first_chunk)
@@ -187,7 +182,7 @@ def explain_ort_error(message: str, inputs: dict, config) -> str:
     """Which input caused an onnxruntime error, in plain words (or a note that the message is not known)."""
     cfg, p = config.encoder, streaming_params(config.encoder)
     x = np.asarray(inputs.get("audio_signal", np.zeros((1, cfg.feat_in, 0))))
-    t_enc = encoder_frames(x.shape[-1], p) if x.ndim == 3 else None
+    t_enc = int(p.encoder_frames(x.shape[-1])) if x.ndim == 3 else None
     if m := _WHERE.search(message):
         a, b = int(m.group(1)), int(m.group(2))
         tt = t_enc if t_enc is not None else b - p.last_channel_cache_size

@@ -2,7 +2,7 @@
 for the first, later and last chunks, with the arithmetic that produces them (``refimpl inspect``)."""
 from __future__ import annotations
 
-from ..runtime.chunking import streaming_params, subsampled_length
+from weights_tools import streaming_params, subsampled_length
 
 
 def stateless_message(path) -> str:

@@ -15,9 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runtime.chunking import chunk_schedule
-from .crosscheck import ChunkReport, CrosscheckReport, first_divergence, token_divergence
-from ..runtime.streaming import available_decoders, initial_state, stream_step
+import onnxruntime
+from weights_tools import find_export
+
+from .. import __version__
+from ..runtime.engines import OnnxEngine, open_engine, parse_att_context_size
+from ..runtime.features import features
+from ..runtime.streaming import Tokens, available_decoders, iter_stream
+from ..runtime.tokenizer import Tokenizer
+from .contract import stateless_message
+from .crosscheck import compare_outputs, outputs_of
+from .report import ChunkReport, Report, first_divergence, token_divergence
 from .tolerances import compare
 
 FORMAT = "refimpl-golden"
@@ -37,8 +45,6 @@ def _sha256(path: Path) -> str:
 
 
 def _model_files(model) -> dict:
-    from weights_tools import find_export
-
     if Path(model).suffix == ".nemo":
         return {Path(model).name: _sha256(Path(model))}
     e = find_export(model)
@@ -47,30 +53,20 @@ def _model_files(model) -> dict:
 
 def record(model, audio, out, *, att_context_size=None, threads: int = 1) -> dict:
     """Stream ``audio`` through onnxruntime on ``model`` and write the golden file ``out``. Returns the header."""
-    import onnxruntime
-
-    from .. import __version__
-    from ..api import features, parse_att_context_size
-    from .contract import stateless_message
-    from ..runtime.engines import OnnxEngine
-    from ..runtime.tokenizer import Tokenizer
-
     engine = OnnxEngine(model, att_context_size=parse_att_context_size(att_context_size), threads=threads)
     if not engine.has_cache_io:
         raise ValueError(stateless_message(engine.files.encoder or engine.files.ctc))
     mel, seconds = features(audio, engine.config)
     decoders = available_decoders(engine)
-    state = initial_state(engine, 1, decoders)
-    arrays, tokens = {}, {d: [] for d in decoders}
-    schedule = chunk_schedule([mel.shape[2]], engine.params)
-    for c in schedule:
-        step, state = stream_step(engine, mel[:, :, c.start: c.start + c.width], c.n_new, state)
+    arrays, tokens, n_chunks = {}, Tokens.empty(decoders, 1), 0
+    for c, step, _ in iter_stream(engine, mel, decoders=decoders):
         arrays[f"chunk/{c.index}/audio_signal"] = step.audio_signal
         arrays[f"chunk/{c.index}/length"] = step.length
         for name, value in step.encoder.items():
             arrays[f"chunk/{c.index}/{name}"] = value
-        for d in decoders:
-            tokens[d] += (step.rnnt_tokens if d == "rnnt" else step.ctc_tokens)[0]
+        tokens.add(step)
+        n_chunks += 1
+    toks = {d: tokens.of(d) for d in decoders}
     tok = Tokenizer(engine.config.tokenizer_model) if engine.config.tokenizer_model else None
     header = {
         "format": FORMAT, "version": VERSION,
@@ -80,12 +76,12 @@ def record(model, audio, out, *, att_context_size=None, threads: int = 1) -> dic
         "audio": ({"path": str(audio), "sha256": _sha256(Path(audio))} if isinstance(audio, (str, Path)) else
                   {"path": None}) | {"seconds": seconds},
         "att_context_size": list(engine.config.encoder.att_context_size),
-        "decoders": list(decoders), "n_chunks": len(schedule),
-        "features": "refimpl.preprocessing.log_mel (NeMo >= 2.5 front end), stored per chunk as audio_signal",
+        "decoders": list(decoders), "n_chunks": n_chunks,
+        "features": "refimpl.model.preprocessing.log_mel (NeMo >= 2.5 front end), stored per chunk as audio_signal",
         "cache_inputs": "zeros at chunk 0, then chunk i-1's *_next outputs",
-        "tokens": tokens, "text": {d: tok.decode(t) if tok else None for d, t in tokens.items()},
+        "tokens": toks, "text": {d: tok.decode(t) if tok else None for d, t in toks.items()},
     }
-    for d, t in tokens.items():
+    for d, t in toks.items():
         arrays[f"tokens/{d}"] = np.asarray(t, np.int64)
     np.savez_compressed(out, __header__=np.array(json.dumps(header)), **arrays)
     return header
@@ -121,62 +117,58 @@ def read_golden(path) -> tuple:
     return header, arrays
 
 
-def verify(path, model, *, engine: str = "onnxruntime", weights=None, backend: str = "numba", dtype=np.float32,
-           threads: int = 1, notes: list | None = None, refimpl_path: str = "plain") -> CrosscheckReport:
-    """Replay a golden file's chunks through ``engine`` on ``model`` and compare like crosscheck: every output of
-    every chunk (cache inputs taken from the golden, so each chunk is judged on its own), then the tokens
-    decoded from the engine's own outputs."""
-    from ..api import open_engine
+def _recorded_mel(arrays: dict, n_chunks: int, pre: int) -> np.ndarray:
+    """The mel frames the recorded chunks took as new frames, in order: [1, feat_in, F] (the stream's input)."""
+    parts = []
+    for i in range(n_chunks):
+        x, length = arrays[f"chunk/{i}/audio_signal"], int(arrays[f"chunk/{i}/length"][0])
+        parts.append(x[:, :, pre:length])
+    return np.concatenate(parts, axis=2)
 
-    header, arrays = read_golden(path)
+
+def verify(golden_file, model, *, engine: str = "onnxruntime", weights=None, impl: str = "plain",
+           backend: str | None = None, dtype=np.float32, threads: int = 1, notes: list | None = None) -> Report:
+    """Replay a golden file's chunks through ``engine`` on ``model`` and compare like crosscheck: the chunk
+    inputs the driver rebuilds from the recorded frames against the recorded ones, every output of every chunk
+    (cache inputs taken from the golden, so each chunk is judged on its own), then the tokens decoded from the
+    engine's own outputs. ``impl`` chooses refimpl's implementation (plain NumPy reference by default)."""
+    header, arrays = read_golden(golden_file)
     att = tuple(header["att_context_size"])
-    eng = open_engine(model, engine=engine, weights=weights, att_context_size=att, backend=backend, dtype=dtype,
-                      threads=threads, path=refimpl_path)
+    eng = open_engine(model, engine=engine, weights=weights, att_context_size=att, impl=impl, backend=backend,
+                      dtype=dtype, threads=threads)
     if notes is not None:
         now = _model_files(model)
         if now != header["model"]["files"]:
             notes.append(f"the model files are not the recorded ones ({header['model']['path']}): sha256 "
                          f"{sorted(now.items())} vs {sorted(header['model']['files'].items())}; comparing numbers")
     decoders = tuple(d for d in header["decoders"] if d in available_decoders(eng))
-    state = initial_state(eng, 1, decoders)
-    chunks, first, tokens = [], None, {d: [] for d in decoders}
-    for i in range(header["n_chunks"]):
-        g = lambda name: arrays[f"chunk/{i}/{name}"]  # noqa: E731
-        if i > 0:  # teacher-forced caches: each chunk is judged on the golden's inputs
-            prev = lambda name: arrays[f"chunk/{i - 1}/{name}"]  # noqa: E731
-            state = _with_caches(state, prev("cache_last_channel_next"), prev("cache_last_time_next"),
+    n_chunks = header["n_chunks"]
+    mel = _recorded_mel(arrays, n_chunks, eng.streaming.pre_encode_cache_size)
+
+    def teacher_forced(chunk, state):  # each chunk is judged on the golden's inputs
+        if chunk.index == 0:
+            return state
+        prev = lambda name: arrays[f"chunk/{chunk.index - 1}/{name}"]  # noqa: E731
+        return state.with_caches(prev("cache_last_channel_next"), prev("cache_last_time_next"),
                                  prev("cache_last_channel_next_len"))
-        x, length = g("audio_signal"), g("length")
-        pre = state.pre_encode_cache.shape[2]
-        state = _with_pre_encode(state, x[:, :, :pre].astype(state.pre_encode_cache.dtype))
-        step, state = stream_step(eng, x[:, :, pre:], length - pre, state)
-        outs = {}
-        for name in ("outputs", "logprobs", "encoded_lengths", "cache_last_channel_next", "cache_last_time_next",
-                     "cache_last_channel_next_len"):
-            if f"chunk/{i}/{name}" in arrays:
-                mine = step.ctc_logprobs if name == "logprobs" else step.encoder.get(name)
-                outs[name] = compare(name, mine, g(name))
+
+    chunks, first, tokens = [], None, Tokens.empty(decoders, 1)
+    for chunk, step, _ in iter_stream(eng, mel, decoders=decoders, prepare=teacher_forced):
+        i = chunk.index
+        recorded = {k.split("/", 2)[2]: v for k, v in arrays.items() if k.startswith(f"chunk/{i}/")}
+        outs = {"audio_signal": compare("audio_signal", step.audio_signal, recorded["audio_signal"]),
+                "length": compare("length", step.length, recorded["length"])}
+        outs.update(compare_outputs(outputs_of(step.encoder, step.decoded), recorded))
         report = ChunkReport(i, outs)
         chunks.append(report)
-        for d in decoders:
-            tokens[d] += (step.rnnt_tokens if d == "rnnt" else step.ctc_tokens)[0]
+        tokens.add(step)
         if first is None and not report.ok:
             first = first_divergence(i, {}, outs, hint=False)
+    if len(chunks) != n_chunks:
+        raise GoldenFormatError(f"{golden_file}: the header says {n_chunks} chunks but the recorded frames make "
+                                f"{len(chunks)}: the file was changed after recording; record it again")
     golden_tokens = {d: header["tokens"][d] for d in decoders}
-    first = first or token_divergence(golden_tokens, tokens)
-    return CrosscheckReport(str(path), att, chunks, {"golden": golden_tokens, eng.name: tokens}, first,
-                            reference="golden", candidate=eng.name)
-
-
-def _with_caches(state, ccn, ctn, clen):
-    import dataclasses
-
-    return dataclasses.replace(state, cache_last_channel=ccn.astype(state.cache_last_channel.dtype),
-                               cache_last_time=ctn.astype(state.cache_last_time.dtype), cache_last_channel_len=clen,
-                               engine_state=None)
-
-
-def _with_pre_encode(state, frames):
-    import dataclasses
-
-    return dataclasses.replace(state, pre_encode_cache=frames)
+    mine = {d: tokens.of(d) for d in decoders}
+    first = first or token_divergence(golden_tokens, mine)
+    return Report(str(golden_file), att, chunks, {"golden": golden_tokens, eng.name: mine}, first,
+                  reference="golden", candidate=eng.name)
