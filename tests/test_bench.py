@@ -3,17 +3,18 @@ import json
 
 import numpy as np
 import pytest
-from fixture_data import folder
+from fixture_data import AUDIO, folder
 
 from refimpl.tools import bench
 from refimpl.cli import build_parser, main
 
 
-def test_bench_audio_is_the_bundled_clips_repeated():
-    x = bench.bench_audio(10.0)
+def test_bench_audio_is_the_clip_repeated():
+    x = bench.bench_audio(10.0, AUDIO / "north_wind.wav")
     assert x.shape == (160000,) and x.dtype == np.float32
-    one = bench.bench_audio(None)
+    one = bench.bench_audio(None, AUDIO / "north_wind.wav")
     assert np.array_equal(x[: len(one)], one[: len(x)])
+    assert np.array_equal(x[len(one): 2 * len(one)], one[: len(x) - len(one)])
 
 
 def test_interleaving_alternates_engines_and_blocks():
@@ -44,7 +45,8 @@ def test_interleaving_alternates_engines_and_blocks():
 
 
 def test_run_bench_smoke():
-    r = bench.run_bench(folder("hybrid", (70, 13)), seconds=8, warmup=1, subprocesses=True, cold_jit=False)
+    r = bench.run_bench(folder("hybrid", (70, 13)), AUDIO / "fox.wav", seconds=8, warmup=1, subprocesses=True,
+                        cold_jit=False)
     assert r["att_context_size"] == [70, 13] and r["decoders"] == ["rnnt"] and r["timed_chunks"] == r["chunks"] - 1
     for name in ("onnxruntime", "refimpl"):
         e = r["engines"][name]
@@ -61,10 +63,11 @@ def test_run_bench_smoke():
 @pytest.mark.parametrize("extra", [["--impl", "plain"], ["--decoder", "ctc", "--block", "2"]])
 def test_bench_cli(extra, capsys):
     """``refimpl bench`` is registered on the CLI; --json prints the run_bench dict."""
-    args = build_parser().parse_args(["bench", "--model", "m", *extra])
+    args = build_parser().parse_args(["bench", "--model", "m", "--audio", "a.wav", *extra])
     assert args.func is bench.cmd_bench
     model = folder("hybrid", (70, 0)) if "--decoder" not in extra else folder("hybrid", (70, 13)).parent / "ctc-att-70-13"
-    assert main(["bench", "--model", str(model), "--seconds", "3", "--no-subprocess", "--json", *extra]) == 0
+    assert main(["bench", "--model", str(model), "--audio", str(AUDIO / "fox.wav"), "--seconds", "3",
+                 "--no-subprocess", "--json", *extra]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["refimpl_impl"] == ("plain" if "plain" in extra else "fast")
     assert r["decoders"] == (["ctc"] if "ctc" in extra else ["rnnt"])

@@ -38,6 +38,10 @@ import numpy as np
 
 from .batchnorm import BATCH_NORM_EPS
 from .config import EncoderConfig, ModelConfig
+from .nemo_load import load_nemo
+from .onnx_load import plan_onnx
+from .sources import materialize
+from .tree import unflatten
 
 PANEL = 64  # output columns per panel of a weight matrix
 LINEARS = {"feed_forward1": ("linear1", "linear2"), "feed_forward2": ("linear1", "linear2")}
@@ -175,11 +179,6 @@ def load_layout(path, *, dtype=np.float32, att_context_sizes=None) -> tuple[Mode
     """(config, every weight except the encoder's in NeMo layout, the encoder in the fast layout) from a model
     folder / .onnx (read tensor by tensor: never two copies of the encoder in memory) or a .nemo (read whole,
     then converted)."""
-    from .nemo_load import load_nemo
-    from .onnx_load import plan_onnx
-    from .sources import materialize
-    from .tree import unflatten
-
     p = Path(path)
     if p.suffix == ".nemo":
         config, weights = load_nemo(p)

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import sentencepiece as spm
 
 from .config import CTCConfig, ModelConfig, PreprocessorConfig
 from .errors import IncompatibleModelError, ModelLoadError, NoCacheSupportError, WeightNotFoundError
+from .nemo_load import read_nemo_config
 from .onnx_encoder import CACHE_INPUTS, Lookahead, pe_table_name, read_encoder
 from .onnx_file import read_onnx
 from .onnx_graph import Graph
@@ -229,8 +231,6 @@ def _check_leftovers(g: Graph, claimed: list) -> None:
 
 # --- tokenizer and .nemo ----------------------------------------------------------------------------------------
 def check_tokenizer(data: bytes, vocab_size: int, where: str) -> None:
-    import sentencepiece as spm
-
     sp = spm.SentencePieceProcessor()
     try:
         sp.LoadFromSerializedProto(data)
@@ -256,8 +256,6 @@ _ENCODER_FIELDS = ("feat_in", "d_model", "n_layers", "n_heads", "d_ff", "conv_ke
 def merge_nemo(config: ModelConfig, nemo, where: str) -> ModelConfig:
     """Cross-check the graph's config with the .nemo's, then take from the .nemo what graphs do not hold: the
     look-ahead list, the preprocessor, max_symbols, the tokenizer if none was found next to the graphs."""
-    from .nemo_load import read_nemo_config
-
     n = read_nemo_config(nemo)
     e, ne = config.encoder, n.encoder
     diff = {f: (getattr(e, f), getattr(ne, f)) for f in _ENCODER_FIELDS if getattr(e, f) != getattr(ne, f)}

@@ -50,6 +50,7 @@ def get(tree: dict, name: str):
 
 
 def astype(tree: dict, dtype) -> dict:
-    """A copy with every floating-point array cast to dtype (integers are left alone)."""
+    """The same tree with every floating-point array as a C-contiguous array of dtype (copied only where it was
+    not one already); integer arrays are left alone."""
     return {k: astype(v, dtype) if isinstance(v, dict)
-            else (np.asarray(v, dtype) if np.asarray(v).dtype.kind == "f" else v) for k, v in tree.items()}
+            else (np.ascontiguousarray(v, dtype) if np.asarray(v).dtype.kind == "f" else v) for k, v in tree.items()}

@@ -1,8 +1,7 @@
 """``refimpl bench``: onnxruntime and refimpl stream the same audio in one run, interleaved chunk by chunk.
 
 How each figure is measured:
-- **audio**: ``--audio FILE``, or the bundled clips (tests/fixtures/audio/*.wav) concatenated and repeated to
-  ``--seconds``. The log-mel is computed once; both engines get the same chunks from the same driver
+- **audio**: ``--audio FILE``, repeated (or cut) to ``--seconds``. The log-mel is computed once; both engines get the same chunks from the same driver
   (``refimpl.streaming.stream_step``), each carrying its own state.
 - **interleaving**: chunk i runs on both engines back to back, the order alternating every chunk, so machine
   noise (and the cache traffic of the other engine) hits both alike; ``--block N`` alternates every N chunks
@@ -31,12 +30,15 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 from weights_tools.tree import flatten
 
 from ..fast.encoder import BACKENDS
@@ -46,7 +48,6 @@ from ..runtime.engines import IMPLS, EngineWrapper, OnnxEngine, open_refimpl, pa
 from ..runtime.features import features
 from ..runtime.streaming import available_decoders, iter_stream
 
-BUNDLED_AUDIO = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "audio"
 CHILD_CHUNKS = 4  # chunks streamed by the load/RSS subprocess after loading
 
 
@@ -56,11 +57,9 @@ CHILD_CHUNKS = 4  # chunks streamed by the load/RSS subprocess after loading
 def thread_limits(threads: int, *, numba_threads: bool = True):
     """BLAS pool and Numba threads limited to ``threads`` (onnxruntime gets it at session creation). Numba is
     imported (and limited) only with ``numba_threads`` (the numpy backend never imports it)."""
-    from threadpoolctl import threadpool_limits
-
     numba = None
     if numba_threads:
-        import numba
+        import numba  # only for a numba-backend run: importing it costs the memory bench measures
         before = numba.get_num_threads()
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
@@ -71,22 +70,13 @@ def thread_limits(threads: int, *, numba_threads: bool = True):
             numba.set_num_threads(before)
 
 
-def bench_audio(seconds: float, audio=None, sample_rate: int = 16000) -> np.ndarray:
-    """The benchmark waveform: ``audio`` (a path), or the bundled clips concatenated and repeated, cut to
-    ``seconds`` (all of ``audio`` if seconds is None)."""
-    if audio is not None:
-        x = load_audio(audio, sample_rate=sample_rate)
-        if seconds is None:
-            return x
-        reps = int(np.ceil(seconds * sample_rate / len(x)))
-        return np.tile(x, reps)[: int(seconds * sample_rate)]
-    clips = sorted(BUNDLED_AUDIO.glob("*.wav"))
-    if not clips:
-        raise FileNotFoundError(f"no bundled clips in {BUNDLED_AUDIO} (an installed refimpl has no test "
-                                f"fixtures): pass --audio FILE")
-    one = np.concatenate([load_audio(c, sample_rate=sample_rate) for c in clips])
-    n = int((seconds or 60.0) * sample_rate)
-    return np.tile(one, int(np.ceil(n / len(one))))[:n]
+def bench_audio(seconds: float | None, audio, sample_rate: int = 16000) -> np.ndarray:
+    """The benchmark waveform: the file ``audio`` repeated (or cut) to ``seconds`` (all of it if None)."""
+    x = load_audio(audio, sample_rate=sample_rate)
+    if seconds is None:
+        return x
+    reps = int(np.ceil(seconds * sample_rate / len(x)))
+    return np.tile(x, reps)[: int(seconds * sample_rate)]
 
 
 def open_engines(model, *, att_context_size=None, threads: int = 1, backend: str | None = None, impl: str = "fast",
@@ -187,8 +177,6 @@ def _rss_mb(field: str = "VmRSS") -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -197,7 +185,7 @@ def _child_main(spec: dict) -> dict:
     memory. The baseline (``rss_after_imports_mb``) is taken after the imports; Numba's run-time set-up on the
     first kernel call is counted as the engine's."""
     use_numba = spec["engine"] == "refimpl" and spec["backend"] == "numba"
-    if spec["engine"] == "onnxruntime":
+    if spec["engine"] == "onnxruntime":  # each engine's own imports, so the baseline RSS includes them
         import onnxruntime  # noqa: F401
     elif use_numba:
         from ..fast import kernels  # noqa: F401  (imports Numba: counted in the baseline, not the engine)
@@ -229,8 +217,6 @@ def _run_child(spec: dict, env_extra: dict | None = None) -> dict:
 
 def _cold_jit_seconds(spec: dict) -> float:
     """First refimpl chunk with an empty Numba cache, minus the same with the warm cache (fresh processes)."""
-    import tempfile
-
     with tempfile.TemporaryDirectory() as d:
         cold = _run_child({**spec, "engine": "refimpl"}, {"NUMBA_CACHE_DIR": d})
     warm = _run_child({**spec, "engine": "refimpl"})
@@ -239,7 +225,7 @@ def _cold_jit_seconds(spec: dict) -> float:
 
 # --- the API -----------------------------------------------------------------------------------------------
 
-def run_bench(model, *, att_context_size=None, seconds: float = 60.0, audio=None, threads: int = 1,
+def run_bench(model, audio, *, att_context_size=None, seconds: float = 60.0, threads: int = 1,
               backend: str | None = None, impl: str = "fast", decoder: str = "auto", warmup: int = 2, block: int = 1,
               subprocesses: bool = True, cold_jit: bool = True, floor: bool = True) -> dict:
     """Benchmark refimpl against onnxruntime on ``model`` (a folder of NeMo's ONNX export). Returns a dict
@@ -289,7 +275,7 @@ def run_bench(model, *, att_context_size=None, seconds: float = 60.0, audio=None
                            "ratio_to_onnxruntime_encoder": floor_s * 1e3 / o["encoder"]["median_ms"]}
     if subprocesses:
         spec = {"model": str(model), "att_context_size": att_context_size, "threads": threads, "backend": backend,
-                "impl": impl, "decoders": list(decoders), "audio": None if audio is None else str(audio),
+                "impl": impl, "decoders": list(decoders), "audio": str(audio),
                 "seconds": CHILD_CHUNKS * chunk_seconds + 0.5}
         weights_mb = sum(f.stat().st_size for _, f in ort.files.graphs) / 2**20
         result["weights_mb"] = weights_mb
@@ -348,7 +334,7 @@ def format_report(r: dict) -> str:
 # --- command line ------------------------------------------------------------------------------------------
 
 def cmd_bench(args) -> int:
-    r = run_bench(args.model, att_context_size=args.att_context_size, seconds=args.seconds, audio=args.audio,
+    r = run_bench(args.model, args.audio, att_context_size=args.att_context_size, seconds=args.seconds,
                   threads=args.threads, backend=args.backend, impl=args.impl, decoder=args.decoder,
                   warmup=args.warmup, block=args.block, subprocesses=not args.no_subprocess,
                   cold_jit=not args.no_cold_jit)
@@ -365,7 +351,8 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--att-context-size", metavar="L,R",
                    help="look-ahead (default: the one the encoder file was exported for)")
     p.add_argument("--seconds", type=float, default=60.0, help="seconds of audio to stream (default 60)")
-    p.add_argument("--audio", metavar="FILE", help="16 kHz mono audio (default: the bundled clips, repeated)")
+    p.add_argument("--audio", metavar="FILE", required=True,
+                   help="16 kHz mono audio, repeated (or cut) to --seconds")
     p.add_argument("--threads", type=int, default=1,
                    help="onnxruntime intra-op threads, BLAS threads and Numba threads (default 1)")
     p.add_argument("--backend", choices=BACKENDS,

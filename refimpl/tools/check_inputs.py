@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from weights_tools import streaming_params
+from weights_tools import find_export, plan_onnx, streaming_params
+
+from .contract import stateless_message
 
 ENCODER_INPUTS = ("audio_signal", "length", "cache_last_channel", "cache_last_time", "cache_last_channel_len")
 
@@ -221,8 +223,7 @@ def explain_ort_error(message: str, inputs: dict, config) -> str:
 
 def check_inputs(model, inputs: dict, *, first_chunk: bool | None = None) -> CheckReport:
     """Static checks, then one onnxruntime run on the arrays exactly as given."""
-    import onnxruntime as ort
-    from weights_tools import find_export, plan_onnx
+    import onnxruntime as ort  # heavy (0.35 s, ~20 MB): imported when a check runs
 
     config = plan_onnx(model).config
     report = CheckReport(str(model), check_encoder_inputs(inputs, config, first_chunk=first_chunk),
@@ -255,8 +256,6 @@ def load_inputs(path) -> dict:
 
 
 def format_check(report: CheckReport, config) -> str:
-    from .contract import stateless_message
-
     p = streaming_params(config.encoder)
     lines = [f"check-inputs {report.model}: encoder exported for att_context_size {list(p.att_context_size)}"]
     if report.stateless:

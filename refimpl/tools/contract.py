@@ -2,12 +2,10 @@
 for the first, later and last chunks, with the arithmetic that produces them (``refimpl inspect``)."""
 from __future__ import annotations
 
-from weights_tools import streaming_params, subsampled_length
+from weights_tools import IncompatibleModelError, NoCacheSupportError, streaming_params, subsampled_length
 
 
 def stateless_message(path) -> str:
-    from weights_tools import NoCacheSupportError
-
     return (f"{path} was exported WITHOUT cache support: its encoder takes only audio_signal and length (no "
             f"cache_last_channel, cache_last_time, cache_last_channel_len). It cannot stream: fed chunk by chunk, "
             f"every call starts from empty context - no left context from earlier chunks, the subsampling and "
@@ -22,8 +20,6 @@ ARCHITECTURE = ("feat_in", "d_model", "n_layers", "n_heads", "d_ff", "conv_kerne
 
 def check_same_architecture(a, b, name_a: str, name_b: str) -> None:
     """Refuse weights from a different model (sizes differ), naming every difference."""
-    from weights_tools import IncompatibleModelError
-
     diffs = [f"{f}: {getattr(a.encoder, f)} vs {getattr(b.encoder, f)}" for f in ARCHITECTURE
              if getattr(a.encoder, f) != getattr(b.encoder, f)]
     for head in ("rnnt", "ctc"):
