@@ -16,6 +16,15 @@ class ConfigError(ValueError):
     """A configuration that NeMo could not have produced, or that refimpl cannot run."""
 
 
+# ConformerConvolution's norm: NeMo's conv_norm_type, or its BatchNorm folded into the depthwise conv (as ONNX
+# exports carry it)
+CONV_NORM_TYPES = ("layer_norm", "batch_norm", "folded_batch_norm")
+
+
+def conv_norm_error(norm_type) -> ConfigError:
+    return ConfigError(f"conv_norm_type {norm_type!r} is not supported ({', '.join(CONV_NORM_TYPES)})")
+
+
 def _check(cond: bool, msg: str):
     if not cond:
         raise ConfigError(msg)
@@ -105,8 +114,8 @@ class EncoderConfig:
         left, right = self.conv_context_size
         _check(left + right + 1 == self.conv_kernel_size,
                f"conv_context_size {self.conv_context_size} does not fit conv_kernel_size {self.conv_kernel_size}")
-        _check(self.conv_norm_type in ("layer_norm", "batch_norm", "folded_batch_norm"),
-               f"conv_norm_type {self.conv_norm_type!r} is not supported (layer_norm, batch_norm)")
+        if self.conv_norm_type not in CONV_NORM_TYPES:
+            raise conv_norm_error(self.conv_norm_type)
         _check(self.subsampling == "dw_striding", f"subsampling {self.subsampling!r} is not supported (dw_striding)")
         f = self.subsampling_factor
         _check(f >= 2 and f & (f - 1) == 0, f"subsampling_factor must be a power of 2, got {f}")

@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .batchnorm import BATCH_NORM_EPS
-from .config import EncoderConfig, ModelConfig
+from .config import EncoderConfig, ModelConfig, conv_norm_error
 from .nemo_load import load_nemo
 from .onnx_load import plan_onnx
 from .sources import materialize
@@ -136,7 +136,7 @@ def conv_layout(params: dict, norm_type: str, dtype, eps: float = BATCH_NORM_EPS
         out["batch_norm"] = {"scale": _frozen(bn["weight"] / np.sqrt(bn["running_var"] + dtype.type(eps))),
                              "bias": bn["bias"], "running_mean": bn["running_mean"]}
     elif norm_type != "folded_batch_norm":
-        raise ValueError(f"conv norm {norm_type!r} is not supported (layer_norm, batch_norm, folded_batch_norm)")
+        raise conv_norm_error(norm_type)
     return out
 
 

@@ -27,7 +27,7 @@ import math
 import numba
 import numpy as np
 
-from ..model.convolution import CONV_NORM_TYPES
+from weights_tools.config import CONV_NORM_TYPES, conv_norm_error
 from ..model.nn import LAYER_NORM_EPS
 
 JIT = dict(nopython=True, cache=True)
@@ -128,6 +128,8 @@ def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=LAYER_NORM_E
     dw = params["depthwise_conv"]
     bn = params.get("batch_norm", {})
     dummy = np.zeros(0, h2.dtype)
+    if norm_type not in CONV_NORM_MODES:
+        raise conv_norm_error(norm_type)
     mode = CONV_NORM_MODES[norm_type]
     n_w = bn.get("weight", bn.get("scale", dummy))
     out = np.empty((b, t, d2 // 2), h2.dtype)

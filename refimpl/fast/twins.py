@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..model.convolution import CONV_NORM_TYPES
+from weights_tools.config import conv_norm_error
+
 from ..model.nn import LAYER_NORM_EPS, layer_norm, sigmoid, swish
 
 
@@ -25,7 +26,7 @@ def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=LAYER_NORM_E
     elif norm_type == "batch_norm":
         y = (y - bn["running_mean"]) * bn["scale"] + bn["bias"]
     elif norm_type != "folded_batch_norm":
-        raise ValueError(f"conv norm {norm_type!r} is not supported ({', '.join(CONV_NORM_TYPES)})")
+        raise conv_norm_error(norm_type)
     return swish(y), np.ascontiguousarray(g.transpose(0, 2, 1))
 
 

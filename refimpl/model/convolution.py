@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .nn import BATCH_NORM_EPS, glu, layer_norm, swish
+from weights_tools.batchnorm import BATCH_NORM_EPS
+from weights_tools.config import conv_norm_error
 
-CONV_NORM_TYPES = ("layer_norm", "batch_norm", "folded_batch_norm")
+from .nn import glu, layer_norm, swish
 
 
 def pointwise_conv1d(x: np.ndarray, params: dict) -> np.ndarray:
@@ -52,5 +53,5 @@ def conformer_convolution(x: np.ndarray, cache: np.ndarray, pad_mask: np.ndarray
     elif norm_type == "folded_batch_norm":
         y = y.transpose(0, 2, 1)  # already inside depthwise_conv's weight and bias
     else:
-        raise ValueError(f"conv norm {norm_type!r} is not supported ({', '.join(CONV_NORM_TYPES)})")
+        raise conv_norm_error(norm_type)
     return pointwise_conv1d(swish(y), params["pointwise_conv2"]), h

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 
 LAYER_NORM_EPS = 1e-5  # torch.nn.LayerNorm default, used by every NeMo LayerNorm here
-BATCH_NORM_EPS = 1e-5  # torch.nn.BatchNorm1d default
 
 
 def linear(x: np.ndarray, params: dict) -> np.ndarray:
