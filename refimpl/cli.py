@@ -2,6 +2,7 @@
 
 Exit codes: 0 success, 1 a check failed (crosscheck, golden verify), 2 bad input (a clear message, no traceback).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from threadpoolctl import threadpool_limits
+
 from weights_tools import ConfigError, ModelLoadError, io_contract, plan_onnx, read_nemo_config
 
 from . import api
@@ -32,42 +34,83 @@ from .tools.report import format_report
 def _add_model_args(p, *, engine=True, lookahead=True, impl_default="plain"):
     p.add_argument("--model", required=True, help="folder of NeMo's ONNX export (or one .onnx file, or a .nemo)")
     if lookahead:
-        p.add_argument("--att-context-size", metavar="L,R",
-                       help="look-ahead to run, e.g. 70,13 (default: the one the encoder file was exported for)")
+        p.add_argument(
+            "--att-context-size",
+            metavar="L,R",
+            help="look-ahead to run, e.g. 70,13 (default: the one the encoder file was exported for)",
+        )
     if engine:
         p.add_argument("--engine", choices=["refimpl", "onnxruntime"], default="refimpl")
-        p.add_argument("--weights", metavar="PATH",
-                       help="refimpl takes its weights from here (a .nemo, or another export of the same model)")
+        p.add_argument(
+            "--weights",
+            metavar="PATH",
+            help="refimpl takes its weights from here (a .nemo, or another export of the same model)",
+        )
         p.add_argument("--float64", action="store_true", help="run refimpl in double precision")
         p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op and BLAS threads")
         _add_impl_args(p, default=impl_default)
 
 
 def _add_impl_args(p, default):
-    p.add_argument("--impl", choices=IMPLS, default=default,
-                   help=f"refimpl's implementation: the readable NumPy reference (plain) or the fast path that keeps "
-                        f"projected keys/values of cached frames (fast); same results within the tolerance table "
-                        f"(default {default})")
-    p.add_argument("--backend", choices=BACKENDS,
-                   help="with --impl fast: its kernels, Numba (default) or their NumPy twins (no Numba)")
+    p.add_argument(
+        "--impl",
+        choices=IMPLS,
+        default=default,
+        help=f"refimpl's implementation: the readable NumPy reference (plain) or the fast path that keeps "
+        f"projected keys/values of cached frames (fast); same results within the tolerance table "
+        f"(default {default})",
+    )
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="with --impl fast: its kernels, Numba (default) or their NumPy twins (no Numba)",
+    )
 
 
 def cmd_transcribe(args) -> int:
     notes = []
-    t = api.transcribe(args.audio, args.model, decoder=args.decoder, engine=args.engine,
-                       att_context_size=args.att_context_size, weights=args.weights, impl=args.impl,
-                       backend=args.backend, dtype=_dtype(args), threads=args.threads, notes=notes)
+    t = api.transcribe(
+        args.audio,
+        args.model,
+        decoder=args.decoder,
+        engine=args.engine,
+        att_context_size=args.att_context_size,
+        weights=args.weights,
+        impl=args.impl,
+        backend=args.backend,
+        dtype=_dtype(args),
+        threads=args.threads,
+        notes=notes,
+    )
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     if args.json:
         d = t.as_dict()
-        print(json.dumps({k: d[k] for k in ("text", "tokens", "att_context_size", "decoder", "engine", "chunks",
-                                             "audio_seconds", "seconds")}))
+        print(
+            json.dumps(
+                {
+                    k: d[k]
+                    for k in (
+                        "text",
+                        "tokens",
+                        "att_context_size",
+                        "decoder",
+                        "engine",
+                        "chunks",
+                        "audio_seconds",
+                        "seconds",
+                    )
+                }
+            )
+        )
     else:
         print(t.text)
         if t.dropped_tail_frames:
-            print(f"note: the last {t.dropped_tail_frames} mel frames were fewer than one chunk needs and were not "
-                  f"run, as NeMo's streaming buffer does", file=sys.stderr)
+            print(
+                f"note: the last {t.dropped_tail_frames} mel frames were fewer than one chunk needs and were not "
+                f"run, as NeMo's streaming buffer does",
+                file=sys.stderr,
+            )
     return 0
 
 
@@ -86,6 +129,7 @@ def _progress(args):
     def on_chunk(i, n):
         bar.total = n
         bar.update(1)
+
     on_chunk.close = bar.close
     return on_chunk
 
@@ -101,9 +145,19 @@ def cmd_crosscheck(args) -> int:
     notices = []
     bar = _progress(args)
     try:
-        report = crosscheck(args.audio, args.model, att_context_size=args.att_context_size, weights=args.weights,
-                            layers=args.layers, dtype=_dtype(args), impl=args.impl, backend=args.backend,
-                            threads=args.threads, on_chunk=bar, notices=notices)
+        report = crosscheck(
+            args.audio,
+            args.model,
+            att_context_size=args.att_context_size,
+            weights=args.weights,
+            layers=args.layers,
+            dtype=_dtype(args),
+            impl=args.impl,
+            backend=args.backend,
+            threads=args.threads,
+            on_chunk=bar,
+            notices=notices,
+        )
     finally:
         if bar is not None:
             bar.close()
@@ -119,17 +173,26 @@ def cmd_crosscheck(args) -> int:
 def cmd_inspect(args) -> int:
     nemo = Path(args.model).suffix == ".nemo"
     config = read_nemo_config(args.model) if nemo else plan_onnx(args.model).config  # no weights read
-    att = resolve_att_context_size(config.encoder, parse_att_context_size(args.att_context_size),
-                                   fixed_by_file=not nemo, what=args.model)
+    att = resolve_att_context_size(
+        config.encoder, parse_att_context_size(args.att_context_size), fixed_by_file=not nemo, what=args.model
+    )
     config = config.with_att_context_size(att)
     contract = chunk_contract(config)
     graph = [] if nemo else io_contract(args.model)
     if args.json:
-        print(json.dumps({"model": args.model, "config": config.to_dict(), "contract": contract, "graphs": graph},
-                         indent=1, default=str))
+        print(
+            json.dumps(
+                {"model": args.model, "config": config.to_dict(), "contract": contract, "graphs": graph},
+                indent=1,
+                default=str,
+            )
+        )
         return 0
-    kind = ("checkpoint; look-aheads " + str([list(a) for a in config.encoder.att_context_sizes])) if nemo else \
-        f"ONNX export; encoder exported for att_context_size {list(config.encoder.att_context_size)}"
+    kind = (
+        ("checkpoint; look-aheads " + str([list(a) for a in config.encoder.att_context_sizes]))
+        if nemo
+        else f"ONNX export; encoder exported for att_context_size {list(config.encoder.att_context_size)}"
+    )
     print(f"model {args.model} ({kind})")
     if not config.encoder.has_cache_io:
         print("WARNING: " + stateless_message(args.model))
@@ -153,14 +216,26 @@ def cmd_check_inputs(args) -> int:
 
 def cmd_golden(args) -> int:
     if args.golden_command == "record":
-        h = golden.record(args.model, args.audio, args.output, att_context_size=args.att_context_size,
-                          threads=args.threads)
-        print(f"wrote {args.output}: {h['n_chunks']} chunks, att_context_size {h['att_context_size']}, "
-              f"decoders {h['decoders']}; text: {h['text']}")
+        h = golden.record(
+            args.model, args.audio, args.output, att_context_size=args.att_context_size, threads=args.threads
+        )
+        print(
+            f"wrote {args.output}: {h['n_chunks']} chunks, att_context_size {h['att_context_size']}, "
+            f"decoders {h['decoders']}; text: {h['text']}"
+        )
         return 0
     notes = []
-    report = golden.verify(args.golden, args.model, engine=args.engine, weights=args.weights, impl=args.impl,
-                           backend=args.backend, dtype=_dtype(args), threads=args.threads, notes=notes)
+    report = golden.verify(
+        args.golden,
+        args.model,
+        engine=args.engine,
+        weights=args.weights,
+        impl=args.impl,
+        backend=args.backend,
+        dtype=_dtype(args),
+        threads=args.threads,
+        notes=notes,
+    )
     for n in notes:
         print(f"note: {n}", file=sys.stderr)
     print(format_report(report))
@@ -177,17 +252,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("transcribe", help="stream an audio file through the model and print the text")
     p.add_argument("audio", help="16 kHz mono audio file")
     _add_model_args(p, impl_default="fast")
-    p.add_argument("--decoder", choices=api.DECODERS,
-                   help="which head decodes (default: the model's RNNT head if it has one, else its CTC head)")
+    p.add_argument(
+        "--decoder",
+        choices=api.DECODERS,
+        help="which head decodes (default: the model's RNNT head if it has one, else its CTC head)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the text")
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("crosscheck", help="run onnxruntime and refimpl side by side; report the first divergence")
     p.add_argument("audio", help="16 kHz mono audio file")
     _add_model_args(p, engine=False)
-    p.add_argument("--weights", metavar="PATH",
-                   help="refimpl's weights from here (a .nemo, or another export of the same model) instead of from "
-                        "the graph under test: checks the graph still computes what the checkpoint says")
+    p.add_argument(
+        "--weights",
+        metavar="PATH",
+        help="refimpl's weights from here (a .nemo, or another export of the same model) instead of from "
+        "the graph under test: checks the graph still computes what the checkpoint says",
+    )
     p.add_argument("--layers", action="store_true", help="also compare every layer's intermediate tensors")
     p.add_argument("--float64", action="store_true", help="run refimpl in double precision")
     p.add_argument("--threads", type=int, default=1)
@@ -203,8 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check-inputs", help="validate your arrays for one encoder call; explain onnxruntime errors")
     _add_model_args(p, engine=False, lookahead=False)
-    p.add_argument("inputs", help=".npz with audio_signal, length, cache_last_channel, cache_last_time, "
-                                  "cache_last_channel_len")
+    p.add_argument(
+        "inputs", help=".npz with audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len"
+    )
     p.add_argument("--first-chunk", action="store_true", default=None, help="these inputs are a stream's first call")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_check_inputs)
@@ -242,8 +324,15 @@ def main(argv=None) -> int:
     except BrokenPipeError:  # `refimpl inspect ... | head`: stdout closed early; end quietly like any Unix tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (ModelLoadError, ConfigError, AudioError, LookAheadError, GoldenFormatError, ValueError,
-            FileNotFoundError) as e:
+    except (
+        ModelLoadError,
+        ConfigError,
+        AudioError,
+        LookAheadError,
+        GoldenFormatError,
+        ValueError,
+        FileNotFoundError,
+    ) as e:
         print(f"refimpl {args.command}: error: {e}", file=sys.stderr)
         return 2
 

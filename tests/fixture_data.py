@@ -1,6 +1,7 @@
 """Shared test data: the NeMo-made fixtures (tests/fixtures/README.md) and cached loaders.
 
 Tests import it as a module (``from fixture_data import ...``; pytest puts tests/ on sys.path)."""
+
 from __future__ import annotations
 
 import functools
@@ -27,7 +28,7 @@ def folder(model: str, att) -> Path:
     return FIXTURES / model / att_dir(att)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def nemo_model(model: str):
     """(config, weights) of the model's .nemo (serves every look-ahead)."""
     import weights_tools
@@ -35,19 +36,19 @@ def nemo_model(model: str):
     return weights_tools.load_nemo(FIXTURES / model / "model.nemo")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def onnx_model(path: str):
     import weights_tools
 
     return weights_tools.load_onnx(FIXTURES / path)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def mel_goldens():
     return dict(np.load(FIXTURES / "hybrid" / "goldens" / "mel.npz"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def stream_golden(model: str, att, clip: str) -> dict:
     return dict(np.load(FIXTURES / model / "goldens" / f"stream-{att_dir(att)}-{clip}.npz"))
 
@@ -82,7 +83,7 @@ def layer_first_to_batch_first(cache: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(cache.transpose(1, 0, *range(2, cache.ndim)))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _ort_engine(path: str, kw: tuple):
     from refimpl.runtime.engines import OnnxEngine
 

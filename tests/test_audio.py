@@ -1,4 +1,5 @@
 """refimpl.model.audio: reading the fixture clips, and refusing what the model cannot take with a useful message."""
+
 from __future__ import annotations
 
 import json

@@ -1,12 +1,13 @@
 """refimpl bench on a fixture model: it runs, interleaves, and reports every figure (no timing assertions)."""
+
 import json
 
 import numpy as np
 import pytest
 from fixture_data import AUDIO, folder
 
-from refimpl.tools import bench
 from refimpl.cli import build_parser, main
+from refimpl.tools import bench
 
 
 def test_bench_audio_is_the_clip_repeated():
@@ -14,7 +15,7 @@ def test_bench_audio_is_the_clip_repeated():
     assert x.shape == (160000,) and x.dtype == np.float32
     one = bench.bench_audio(None, AUDIO / "north_wind.wav")
     assert np.array_equal(x[: len(one)], one[: len(x)])
-    assert np.array_equal(x[len(one): 2 * len(one)], one[: len(x) - len(one)])
+    assert np.array_equal(x[len(one) : 2 * len(one)], one[: len(x) - len(one)])
 
 
 def test_interleaving_alternates_engines_and_blocks():
@@ -41,12 +42,13 @@ def test_interleaving_alternates_engines_and_blocks():
     res = bench.stream_interleaved({"a": Fake("a", eng), "b": Fake("b", eng)}, mel, decoders=(), warmup=1, block=3)
     n = res["a"]["chunks"]
     assert len(res["a"]["step"]) == len(res["b"]["step"]) == n - 1 and len(res["a"]["warmup_step"]) == 1
-    assert order[:2 + 3 * 2] == ["a", "b"] + ["b"] * 3 + ["a"] * 3  # warm-up round, then blocks, order alternating
+    assert order[: 2 + 3 * 2] == ["a", "b"] + ["b"] * 3 + ["a"] * 3  # warm-up round, then blocks, order alternating
 
 
 def test_run_bench_smoke():
-    r = bench.run_bench(folder("hybrid", (70, 13)), AUDIO / "fox.wav", seconds=8, warmup=1, subprocesses=True,
-                        cold_jit=False)
+    r = bench.run_bench(
+        folder("hybrid", (70, 13)), AUDIO / "fox.wav", seconds=8, warmup=1, subprocesses=True, cold_jit=False
+    )
     assert r["att_context_size"] == [70, 13] and r["decoders"] == ["rnnt"] and r["timed_chunks"] == r["chunks"] - 1
     for name in ("onnxruntime", "refimpl"):
         e = r["engines"][name]
@@ -65,9 +67,26 @@ def test_bench_cli(extra, capsys):
     """``refimpl bench`` is registered on the CLI; --json prints the run_bench dict."""
     args = build_parser().parse_args(["bench", "--model", "m", "--audio", "a.wav", *extra])
     assert args.func is bench.cmd_bench
-    model = folder("hybrid", (70, 0)) if "--decoder" not in extra else folder("hybrid", (70, 13)).parent / "ctc-att-70-13"
-    assert main(["bench", "--model", str(model), "--audio", str(AUDIO / "fox.wav"), "--seconds", "3",
-                 "--no-subprocess", "--json", *extra]) == 0
+    model = (
+        folder("hybrid", (70, 0)) if "--decoder" not in extra else folder("hybrid", (70, 13)).parent / "ctc-att-70-13"
+    )
+    assert (
+        main(
+            [
+                "bench",
+                "--model",
+                str(model),
+                "--audio",
+                str(AUDIO / "fox.wav"),
+                "--seconds",
+                "3",
+                "--no-subprocess",
+                "--json",
+                *extra,
+            ]
+        )
+        == 0
+    )
     r = json.loads(capsys.readouterr().out)
     assert r["refimpl_impl"] == ("plain" if "plain" in extra else "fast")
     assert r["decoders"] == (["ctc"] if "ctc" in extra else ["rnnt"])

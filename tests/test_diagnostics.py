@@ -1,6 +1,7 @@
 """Cross-check and diagnostics: crosscheck finds the first divergence (perturbed weight, wrong cache feedback),
 check-inputs names the offending input and the expected value, stateless exports are called out, golden files
 round-trip and catch tampering."""
+
 import json
 import shutil
 
@@ -10,10 +11,10 @@ import pytest
 from fixture_data import AUDIO, FIXTURES, mel_goldens, nemo_model
 from onnx import numpy_helper
 
-from refimpl.tools.check_inputs import check_inputs
 from refimpl.cli import main
-from refimpl.tools.crosscheck import crosscheck_engines
 from refimpl.runtime.engines import OnnxEngine, RefimplEngine
+from refimpl.tools.check_inputs import check_inputs
+from refimpl.tools.crosscheck import crosscheck_engines
 
 HYBRID = FIXTURES / "hybrid"
 M13 = HYBRID / "att-70-13"
@@ -23,8 +24,9 @@ FOX = str(AUDIO / "fox.wav")
 # --- crosscheck ---------------------------------------------------------------------------------------------
 def test_crosscheck_cli_passes_and_writes_the_json_contract(tmp_path, capsys):
     out = tmp_path / "report.json"
-    assert main(["crosscheck", FOX, "--model", str(HYBRID / "att-70-1"), "--layers", "--json", str(out),
-                 "--quiet"]) == 0
+    assert (
+        main(["crosscheck", FOX, "--model", str(HYBRID / "att-70-1"), "--layers", "--json", str(out), "--quiet"]) == 0
+    )
     text = capsys.readouterr().out
     assert "first divergence: none" in text and "result: OK" in text
     d = json.loads(out.read_text())
@@ -32,9 +34,16 @@ def test_crosscheck_cli_passes_and_writes_the_json_contract(tmp_path, capsys):
     assert set(d["tokens"]) == {"refimpl", "onnxruntime"} and d["tokens"]["refimpl"] == d["tokens"]["onnxruntime"]
     ch = d["chunks"][0]
     assert ch["index"] == 0
-    for name in ("outputs", "encoded_lengths", "cache_last_channel_next", "cache_last_time_next",
-                 "cache_last_channel_next_len", "decoder_joint.outputs", "decoder_joint.output_states_1",
-                 "decoder_joint.output_states_2"):
+    for name in (
+        "outputs",
+        "encoded_lengths",
+        "cache_last_channel_next",
+        "cache_last_time_next",
+        "cache_last_channel_next_len",
+        "decoder_joint.outputs",
+        "decoder_joint.output_states_1",
+        "decoder_joint.output_states_2",
+    ):
         assert set(ch["outputs"][name]) == {"max_abs", "max_rel", "ok"}, name
     assert "encoder.layers.1/output" in ch["layers"]
 
@@ -58,8 +67,17 @@ def test_crosscheck_names_chunk_and_layer_of_a_perturbed_weight(tmp_path, capsys
     """A 1% change to one weight of layer 1 in a copy of the ONNX file, refimpl's weights from the .nemo."""
     dst = _perturbed_copy(tmp_path, "layers.1.norm_conv.weight", 1.01)
     out = tmp_path / "r.json"
-    argv = ["crosscheck", FOX, "--model", str(dst), "--weights", str(HYBRID / "model.nemo"), "--json", str(out),
-            "--quiet"] + (["--layers"] if layers else [])
+    argv = [
+        "crosscheck",
+        FOX,
+        "--model",
+        str(dst),
+        "--weights",
+        str(HYBRID / "model.nemo"),
+        "--json",
+        str(out),
+        "--quiet",
+    ] + (["--layers"] if layers else [])
     assert main(argv) == 1
     fd = json.loads(out.read_text())["first_divergence"]
     assert fd["chunk"] == 0 and fd["layer"] == 1, fd
@@ -91,8 +109,9 @@ class _LayerFirstFeedback(_NoLengthFeedback):
     """...or one that swaps the cache's layer and batch axes when feeding it back (B == n_layers == 2)."""
 
     def encoder(self, audio_signal, length, ccache, tcache, clen, **kw):
-        return self.engine.encoder(audio_signal, length, ccache.transpose(1, 0, 2, 3), tcache.transpose(1, 0, 2, 3),
-                                   clen, **kw)
+        return self.engine.encoder(
+            audio_signal, length, ccache.transpose(1, 0, 2, 3), tcache.transpose(1, 0, 2, 3), clen, **kw
+        )
 
 
 def test_crosscheck_catches_caches_fed_back_wrong():
@@ -119,13 +138,28 @@ def test_layer_first_feedback_runs_silently_when_batch_equals_n_layers():
 
 
 # --- check-inputs -------------------------------------------------------------------------------------------
-def _inputs(t=121, cache=70, conv=8, b=1, layer_first=False, time_major=False, length=None, clen=0,
-            length_dtype=np.int64, clen_dtype=np.int64):
+def _inputs(
+    t=121,
+    cache=70,
+    conv=8,
+    b=1,
+    layer_first=False,
+    time_major=False,
+    length=None,
+    clen=0,
+    length_dtype=np.int64,
+    clen_dtype=np.int64,
+):
     x = np.zeros((b, t, 80) if time_major else (b, 80, t), np.float32)
     cc = np.zeros((2, b, cache, 64) if layer_first else (b, 2, cache, 64), np.float32)
     tc = np.zeros((2, b, 64, conv) if layer_first else (b, 2, 64, conv), np.float32)
-    return {"audio_signal": x, "length": np.full(b, t if length is None else length, length_dtype),
-            "cache_last_channel": cc, "cache_last_time": tc, "cache_last_channel_len": np.full(b, clen, clen_dtype)}
+    return {
+        "audio_signal": x,
+        "length": np.full(b, t if length is None else length, length_dtype),
+        "cache_last_channel": cc,
+        "cache_last_time": tc,
+        "cache_last_channel_len": np.full(b, clen, clen_dtype),
+    }
 
 
 def _problems(report, name):
@@ -234,8 +268,9 @@ def test_stateless_export_is_called_out_by_every_command(tmp_path, capsys):
     assert "WITHOUT cache support" in out.err and "offline" in out.out
     assert main(["transcribe", FOX, "--model", nocache]) == 0  # refimpl streams the weights, with a note
     assert "WITHOUT cache support" in capsys.readouterr().err
-    r = check_inputs(HYBRID / "nocache-ctc", {"audio_signal": np.zeros((1, 80, 121), np.float32),
-                                                "length": np.array([121])})
+    r = check_inputs(
+        HYBRID / "nocache-ctc", {"audio_signal": np.zeros((1, 80, 121), np.float32), "length": np.array([121])}
+    )
     assert r.stateless and r.ok
 
 
@@ -255,8 +290,9 @@ def test_golden_round_trip_on_both_engines(golden_file, engine, capsys):
 
 
 def test_golden_verify_with_weights_from_the_nemo(golden_file):
-    assert main(["golden", "verify", str(golden_file), "--model", str(HYBRID / "model.nemo"),
-                 "--engine", "refimpl"]) == 0
+    assert (
+        main(["golden", "verify", str(golden_file), "--model", str(HYBRID / "model.nemo"), "--engine", "refimpl"]) == 0
+    )
 
 
 def test_tampered_golden_fails_with_a_readable_report(golden_file, tmp_path, capsys):
@@ -310,8 +346,10 @@ def test_inspect_prints_the_contract(capsys):
 def test_crosscheck_weights_from_another_export_of_the_same_model(capsys):
     assert main(["crosscheck", FOX, "--model", str(M13), "--weights", str(HYBRID / "att-70-0"), "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["crosscheck", FOX, "--model", str(M13), "--weights", str(FIXTURES / "variant" / "att-24-0"),
-                 "--quiet"]) == 2
+    assert (
+        main(["crosscheck", FOX, "--model", str(M13), "--weights", str(FIXTURES / "variant" / "att-24-0"), "--quiet"])
+        == 2
+    )
     err = capsys.readouterr().err
     assert "is not the model of" in err and "d_model: 64 vs 48" in err
 
@@ -322,12 +360,29 @@ def test_fast_path_behind_every_command(tmp_path, capsys):
     capsys.readouterr()
     g = tmp_path / "g.npz"
     assert main(["golden", "record", "--model", str(HYBRID / "att-70-1"), "--audio", FOX, "-o", str(g)]) == 0
-    assert main(["golden", "verify", str(g), "--model", str(HYBRID / "att-70-1"), "--engine", "refimpl",
-                 "--impl", "fast"]) == 0
+    assert (
+        main(["golden", "verify", str(g), "--model", str(HYBRID / "att-70-1"), "--engine", "refimpl", "--impl", "fast"])
+        == 0
+    )
     capsys.readouterr()
     for impl in ("fast", "plain"):
-        assert main(["transcribe", FOX, "--model", str(HYBRID / "model.nemo"), "--att-context-size", "70,1",
-                     "--impl", impl, "--json"]) == 0
+        assert (
+            main(
+                [
+                    "transcribe",
+                    FOX,
+                    "--model",
+                    str(HYBRID / "model.nemo"),
+                    "--att-context-size",
+                    "70,1",
+                    "--impl",
+                    impl,
+                    "--json",
+                ]
+            )
+            == 0
+        )
         d = json.loads(capsys.readouterr().out)
         from fixture_data import stream_golden
+
         assert d["tokens"] == stream_golden("hybrid", (70, 1), "fox")["rnnt/tokens"].tolist()

@@ -1,9 +1,20 @@
 """The fast path (refimpl.fast.encoder) against onnxruntime and against the plain path, chunk by chunk, on every fixture
 export and look-ahead, and its engine_state contract: interchangeable with the other engines at any chunk."""
+
 import numpy as np
 import pytest
-from fixture_data import (MODELS, STREAMS, assert_crosscheck_ok, att_dir, folder, mel_goldens, nemo_model, onnx_model,
-                          ort_engine, stream_golden)
+from fixture_data import (
+    MODELS,
+    STREAMS,
+    assert_crosscheck_ok,
+    att_dir,
+    folder,
+    mel_goldens,
+    nemo_model,
+    onnx_model,
+    ort_engine,
+    stream_golden,
+)
 
 from refimpl.fast.encoder import project_cached_kv
 from refimpl.model.encoder import PlainEncoder, encoder_step
@@ -20,8 +31,9 @@ def test_fast_crosscheck_every_export_and_lookahead(model, att, clip, backend):
     """Fast engine (weights from the .nemo) vs the export for this look-ahead: every output, cache and layer tap."""
     config, weights = nemo_model(model)
     cand = RefimplEngine(config, weights, att_context_size=att, impl="fast", backend=backend)
-    report = crosscheck_engines(ort_engine(folder(model, att), taps=True), cand, mel_goldens()[f"{clip}/mel"],
-                                layers=True)
+    report = crosscheck_engines(
+        ort_engine(folder(model, att), taps=True), cand, mel_goldens()[f"{clip}/mel"], layers=True
+    )
     assert_crosscheck_ok(report, stream_golden(model, att, clip))
     assert max(r for _, r in report.worst().values()) < 3e-6
 
@@ -31,8 +43,10 @@ def test_fast_from_export_folder(model):
     """Weights read tensor by tensor from the ONNX files straight into the fast layout."""
     att = MODELS[model]["modes"][0]
     cand = open_refimpl(folder(model, att), impl="fast")
-    assert_crosscheck_ok(crosscheck_engines(ort_engine(folder(model, att)), cand, mel_goldens()["fox/mel"]),
-           stream_golden(model, att, "fox"))
+    assert_crosscheck_ok(
+        crosscheck_engines(ort_engine(folder(model, att)), cand, mel_goldens()["fox/mel"]),
+        stream_golden(model, att, "fox"),
+    )
 
 
 def test_fast_float64():
@@ -49,7 +63,7 @@ def _run(engines, mel, att_params, batch_lengths=None):
     for c in chunk_schedule(lengths, att_params):
         frames = np.zeros((mel.shape[0], mel.shape[1], c.width), np.float32)
         for b in range(mel.shape[0]):
-            frames[b, :, : c.n_new[b]] = mel[b, :, c.start: c.start + c.n_new[b]]
+            frames[b, :, : c.n_new[b]] = mel[b, :, c.start : c.start + c.n_new[b]]
         step, state = stream_step(engines[c.index % len(engines)], frames, c.n_new, state)
         steps.append(step)
     return steps, state
@@ -81,13 +95,14 @@ def test_engine_state_rolls_with_the_cache():
     mel = mel_goldens()["north_wind/mel"][None]
     state = initial_state(fast, 1, ())
     for c in chunk_schedule([mel.shape[2]], fast.streaming):
-        _, state = stream_step(fast, mel[:, :, c.start: c.start + c.width], c.n_new, state)
+        _, state = stream_step(fast, mel[:, :, c.start : c.start + c.width], c.n_new, state)
         k_t, v = project_cached_kv(state.cache_last_channel, fast.ops.layout, fast.config.encoder)
         n = int(state.cache_last_channel_len[0])
         c_ = state.cache_last_channel.shape[2]
-        np.testing.assert_allclose(state.engine_state["linear_k"][..., c_ - n:], k_t[..., c_ - n:], rtol=0, atol=1e-5)
-        np.testing.assert_allclose(state.engine_state["linear_v"][..., c_ - n:, :], v[..., c_ - n:, :], rtol=0,
-                                   atol=1e-5)
+        np.testing.assert_allclose(state.engine_state["linear_k"][..., c_ - n :], k_t[..., c_ - n :], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            state.engine_state["linear_v"][..., c_ - n :, :], v[..., c_ - n :, :], rtol=0, atol=1e-5
+        )
 
 
 def test_batch_with_different_lengths_matches_each_stream_alone():
@@ -105,7 +120,7 @@ def test_batch_with_different_lengths_matches_each_stream_alone():
         alone, _ = _run([fast], c[None], fast.streaming)
         assert sum((s.rnnt_tokens[b] for s in batch), []) == sum((s.rnnt_tokens[0] for s in alone), [])
         for i, s in enumerate(alone):
-            assert compare("outputs", batch[i].encoder["outputs"][b: b + 1], s.encoder["outputs"]).ok
+            assert compare("outputs", batch[i].encoder["outputs"][b : b + 1], s.encoder["outputs"]).ok
 
 
 def test_offline_call_matches_plain():
@@ -114,8 +129,9 @@ def test_offline_call_matches_plain():
     fast = RefimplEngine(config, weights, impl="fast")
     mel = mel_goldens()["fox/mel"][None]
     got = fast.encoder(mel, [mel.shape[2]], None, None, None)
-    ref, _ = encoder_step(mel, np.array([mel.shape[2]]), None, None, None,
-                          PlainEncoder(weights["encoder"], fast.config.encoder))
+    ref, _ = encoder_step(
+        mel, np.array([mel.shape[2]]), None, None, None, PlainEncoder(weights["encoder"], fast.config.encoder)
+    )
     assert got["outputs"].shape == ref.outputs.shape
     assert compare("outputs", got["outputs"], ref.outputs).ok
     assert "engine_state_next" not in got

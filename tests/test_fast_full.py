@@ -1,6 +1,7 @@
 """The fast path on the full-size 114M model (models-full/, git-ignored, built by make_fixtures.py --full-size):
 every chunk of 61 s of audio within the tolerance table against onnxruntime, in the two extreme look-aheads and
 both backends; the .nemo route (every look-ahead from one checkpoint). Slow; run with ``pytest -m slow``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,8 +10,10 @@ import pytest
 from fixture_data import AUDIO
 
 FULL = Path(__file__).parent.parent / "models-full"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (FULL / "att-70-13").is_dir(), reason="models-full/ is not built")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (FULL / "att-70-13").is_dir(), reason="models-full/ is not built"),
+]
 
 
 def _crosscheck(folder, backend, seconds=61.0, weights=None):

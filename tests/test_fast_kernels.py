@@ -1,10 +1,9 @@
 """The fast path's pieces: each Numba kernel against its NumPy twin (random and one-hot inputs), each twin against
 the plain reference function it restructures, and the weight layouts against NeMo's."""
+
 import numpy as np
 import pytest
 from fixture_data import nemo_model
-
-from weights_tools.layouts import conv_layout, encoder_layout, panels, unpanel
 
 from refimpl.fast import encoder as fast
 from refimpl.fast import kernels, twins
@@ -13,6 +12,7 @@ from refimpl.model.convolution import conformer_convolution
 from refimpl.model.encoder import last_frames
 from refimpl.model.nn import layer_norm
 from refimpl.model.subsampling import pre_encode
+from weights_tools.layouts import conv_layout, encoder_layout, panels, unpanel
 
 RTOL = 1e-5  # float32: only the order of the sums differs
 
@@ -25,18 +25,20 @@ def _close(a, b, rtol=RTOL):
 
 def _rng_params(rng, d, k, norm_type, dtype=np.float32):
     f = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
-    p = {"pointwise_conv1": {"weight": f(2 * d, d, 1), "bias": f(2 * d)},
-         "depthwise_conv": {"weight": f(d, 1, k), "bias": f(d)},
-         "pointwise_conv2": {"weight": f(d, d, 1), "bias": f(d)}}
+    p = {
+        "pointwise_conv1": {"weight": f(2 * d, d, 1), "bias": f(2 * d)},
+        "depthwise_conv": {"weight": f(d, 1, k), "bias": f(d)},
+        "pointwise_conv2": {"weight": f(d, d, 1), "bias": f(d)},
+    }
     if norm_type == "layer_norm":
         p["batch_norm"] = {"weight": f(d), "bias": f(d)}
     elif norm_type == "batch_norm":
-        p["batch_norm"] = {"weight": f(d), "bias": f(d), "running_mean": f(d),
-                           "running_var": np.abs(f(d)) + 0.5}
+        p["batch_norm"] = {"weight": f(d), "bias": f(d), "running_mean": f(d), "running_var": np.abs(f(d)) + 0.5}
     return p
 
 
 # --- layouts ---------------------------------------------------------------------------------------------
+
 
 def test_panels_round_trip_and_linear_p():
     rng = np.random.default_rng(0)
@@ -59,16 +61,22 @@ def test_encoder_layout_is_nemo_weights_rearranged(model):
         src, got = enc["layers"][str(i)], lay["layers"][str(i)]
         qkv = unpanel(got["self_attn"]["linear_qkv"]["weight_p"])
         for j, name in enumerate(("linear_q", "linear_k", "linear_v")):  # fused columns q | k | v
-            assert np.array_equal(qkv[:, j * d:(j + 1) * d], src["self_attn"][name]["weight"].T)
-            assert np.array_equal(got["self_attn"]["linear_qkv"]["bias"][j * d:(j + 1) * d],
-                                  src["self_attn"][name]["bias"])
-        assert np.array_equal(unpanel(got["feed_forward2"]["linear2"]["weight_p"]),
-                              src["feed_forward2"]["linear2"]["weight"].T)
-        assert np.array_equal(unpanel(got["conv"]["pointwise_conv1"]["weight_p"]),
-                              src["conv"]["pointwise_conv1"]["weight"][:, :, 0].T)
-        assert np.array_equal(got["conv"]["depthwise_conv"]["weight_t"], src["conv"]["depthwise_conv"]["weight"][:, 0].T)
+            assert np.array_equal(qkv[:, j * d : (j + 1) * d], src["self_attn"][name]["weight"].T)
+            assert np.array_equal(
+                got["self_attn"]["linear_qkv"]["bias"][j * d : (j + 1) * d], src["self_attn"][name]["bias"]
+            )
+        assert np.array_equal(
+            unpanel(got["feed_forward2"]["linear2"]["weight_p"]), src["feed_forward2"]["linear2"]["weight"].T
+        )
+        assert np.array_equal(
+            unpanel(got["conv"]["pointwise_conv1"]["weight_p"]), src["conv"]["pointwise_conv1"]["weight"][:, :, 0].T
+        )
+        assert np.array_equal(
+            got["conv"]["depthwise_conv"]["weight_t"], src["conv"]["depthwise_conv"]["weight"][:, 0].T
+        )
     # every layout array is read-only, like weights_tools' own output
     from weights_tools.tree import flatten
+
     assert all(not a.flags.writeable for a in flatten(lay).values())
 
 
@@ -91,20 +99,23 @@ def test_pre_encode_fast_matches_plain(model):
 
 # --- kernels against twins --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("depthwise", [False, True])
 def test_causal_conv2d_stride2_kernel_matches_numpy(depthwise):
     rng = np.random.default_rng(2)
     c = 6
     x = rng.standard_normal((2, 11, 9, c if depthwise else 1)).astype(np.float32)
-    params = {"weight_t": rng.standard_normal((9, c)).astype(np.float32),
-              "bias": rng.standard_normal(c).astype(np.float32)}
+    params = {
+        "weight_t": rng.standard_normal((9, c)).astype(np.float32),
+        "bias": rng.standard_normal(c).astype(np.float32),
+    }
     lengths = np.array([11, 6])
     for relu in (False, True):
         y_ref, l_ref = twins.causal_conv2d_stride2(x, lengths, params, relu=relu)
         y, ln = kernels.causal_conv2d_stride2(x, lengths, params, relu=relu)
         _close(y, y_ref)
         assert np.array_equal(ln, l_ref) and np.array_equal(ln, lengths // 2 + 1)
-        assert not y[1, ln[1]:].any()  # rows past the new length are zero
+        assert not y[1, ln[1] :].any()  # rows past the new length are zero
 
 
 def test_causal_conv2d_stride2_one_hot():
@@ -188,6 +199,7 @@ def test_residual_layer_norm_updates_in_place():
 
 # --- attention over the cache -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("t,cache,cache_len", [(4, 7, [0, 3]), (1, 70, [70, 5]), (3, 0, None)])
 def test_cached_attention_matches_plain_core(t, cache, cache_len):
     """Keys/values of the cache given pre-projected, the chunk's written after them, positions from a longer
@@ -202,8 +214,13 @@ def test_cached_attention_matches_plain_core(t, cache, cache_len):
     k_cache, v_cache = k_all[:, layer, ..., :cache].copy(), v_all[:, layer, :, :cache].copy()
     longer = s + 5  # precomputed for a longer chunk: this one's positions are a slice of it
     pos_t = f(n_layers, h, dk, 2 * longer - 1)
-    _, mask = make_masks(np.array([t, max(t - 1, 0)]), None if cache_len is None else np.array(cache_len),
-                         n_frames=t, cache_size=cache, att_context_size=(max(cache, 1), 1))
+    _, mask = make_masks(
+        np.array([t, max(t - 1, 0)]),
+        None if cache_len is None else np.array(cache_len),
+        n_frames=t,
+        cache_size=cache,
+        att_context_size=(max(cache, 1), 1),
+    )
     got = fast.cached_rel_pos_attention(qkv, params, k_all, v_all, layer, pos_t, longer - s, mask)
 
     q, k_new, v_new = ((qkv + params["linear_qkv"]["bias"]).reshape(b, t, 3, h, dk)[:, :, i] for i in range(3))
@@ -211,9 +228,15 @@ def test_cached_attention_matches_plain_core(t, cache, cache_len):
     assert np.array_equal(v_all[:, layer, :, cache:], v_new.transpose(0, 2, 1, 3))
     k = np.concatenate([k_cache.swapaxes(-1, -2), k_new.transpose(0, 2, 1, 3)], axis=2)
     v = np.concatenate([v_cache, v_new.transpose(0, 2, 1, 3)], axis=2)
-    p = pos_t[layer, :, :, longer - s: longer + s - 1].swapaxes(-1, -2)
-    ref = rel_pos_attention_core((q + params["pos_bias_u"]).transpose(0, 2, 1, 3),
-                                 (q + params["pos_bias_v"]).transpose(0, 2, 1, 3), k, v, p, mask)
+    p = pos_t[layer, :, :, longer - s : longer + s - 1].swapaxes(-1, -2)
+    ref = rel_pos_attention_core(
+        (q + params["pos_bias_u"]).transpose(0, 2, 1, 3),
+        (q + params["pos_bias_v"]).transpose(0, 2, 1, 3),
+        k,
+        v,
+        p,
+        mask,
+    )
     _close(got, ref.transpose(0, 2, 1, 3).reshape(b, t, d))
 
 
@@ -221,4 +244,4 @@ def test_positional_table_slices_are_shorter_tables():
     """Row r of the table for length L is relative position L-1-r, so a shorter length's table is a slice."""
     long_, short = 20, 13
     a, b = rel_positional_encoding(long_, 16), rel_positional_encoding(short, 16)
-    assert np.array_equal(a[long_ - short: long_ + short - 1], b)
+    assert np.array_equal(a[long_ - short : long_ + short - 1], b)

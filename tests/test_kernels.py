@@ -1,10 +1,11 @@
 """Each Numba kernel against its NumPy twin, on random inputs and on one-hot inputs that expose off-by-one
 padding and cache shifts (the twins themselves are checked against NeMo/onnxruntime elsewhere)."""
+
 import numpy as np
 import pytest
 
 from refimpl.fast import kernels
-from refimpl.model.attention import make_masks, rel_pos_attention_core, rel_shift
+from refimpl.model.attention import rel_pos_attention_core, rel_shift
 from refimpl.model.convolution import causal_depthwise_conv1d
 from refimpl.model.encoder import last_frames
 from refimpl.model.rnnt import lstm_cell
@@ -72,7 +73,7 @@ def test_depthwise_conv_one_hot_cache_and_input():
             expect = [w[1, 0, j - tt] if j - tt >= 0 else 0 for tt in range(t)]
             assert np.array_equal(y[0, 1], np.array(expect, np.float32)), (impl, j)
             assert not y[0, 0].any()
-            assert np.array_equal(nxt, np.concatenate([cache, np.zeros((1, d, t), np.float32)], 2)[:, :, -(k - 1):])
+            assert np.array_equal(nxt, np.concatenate([cache, np.zeros((1, d, t), np.float32)], 2)[:, :, -(k - 1) :])
         for t0 in range(t):
             x = np.zeros((1, d, t), np.float32)
             x[0, 0, t0] = 1
@@ -80,8 +81,10 @@ def test_depthwise_conv_one_hot_cache_and_input():
             y, nxt = impl(x, cache, params), last_frames(cache, x, axis=2)
             expect = [w[0, 0, k - 1 + t0 - tt] if 0 <= k - 1 + t0 - tt < k else 0 for tt in range(t)]
             assert np.array_equal(y[0, 0], np.array(expect, np.float32)), (impl, t0)
-            assert np.array_equal(nxt[0, 0], x[0, 0, t - (k - 1):] if t >= k - 1 else
-                                  np.concatenate([np.zeros(k - 1 - t, np.float32), x[0, 0]]))
+            assert np.array_equal(
+                nxt[0, 0],
+                x[0, 0, t - (k - 1) :] if t >= k - 1 else np.concatenate([np.zeros(k - 1 - t, np.float32), x[0, 0]]),
+            )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -101,7 +104,7 @@ def test_lstm_gate_order_one_hot():
     hid = 2
     zeros = np.zeros((1, hid), np.float32)
     b_ih = np.zeros(4 * hid, np.float32)
-    b_ih[hid:2 * hid] = 30.0  # f -> 1; i = 0.5, g = tanh(0) = 0, o = 0.5
+    b_ih[hid : 2 * hid] = 30.0  # f -> 1; i = 0.5, g = tanh(0) = 0, o = 0.5
     c = np.array([[0.3, -0.7]], np.float32)
     w = np.zeros((4 * hid, hid), np.float32)
     for impl in (lstm_cell, kernels.lstm_cell):

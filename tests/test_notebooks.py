@@ -1,4 +1,5 @@
 """The notebooks run top to bottom against the installed package (they are committed without outputs)."""
+
 from pathlib import Path
 
 import nbformat

@@ -5,6 +5,7 @@ The goldens are compared with the filterbank and window refimpl computes itself,
 torch nor the checkpoint reader. (The checkpoint's ``fb`` is bit-identical to ``mel_filterbank()``; its
 ``window`` differs from ``window_function`` by float32 ulps because torch builds it in float32 arithmetic.)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,19 @@ import pytest
 import weights_tools
 from refimpl.model.audio import AudioError, load_audio
 from refimpl.model.preprocessing import (
-    centre_window, check_supported, frame_signal, hz_to_mel, log_mel, mel_filterbank, mel_to_hz, normalize_batch,
-    num_frames, pad_time, preemphasis, valid_frames, window_function,
+    centre_window,
+    check_supported,
+    frame_signal,
+    hz_to_mel,
+    log_mel,
+    mel_filterbank,
+    mel_to_hz,
+    normalize_batch,
+    num_frames,
+    pad_time,
+    preemphasis,
+    valid_frames,
+    window_function,
 )
 from refimpl.tools.tolerances import compare
 from weights_tools.config import ConfigError, PreprocessorConfig
@@ -264,19 +276,22 @@ def test_pad_to_pads_time_with_pad_value(clips):
     mel, length = log_mel(clips["hello"], cfg=cfg)
     plain, _ = log_mel(clips["hello"])
     assert mel.shape[2] % 16 == 0 and mel.shape[2] - 16 < plain.shape[2] <= mel.shape[2]
-    assert np.all(mel[0, :, length[0]:] == -5.0)
+    assert np.all(mel[0, :, length[0] :] == -5.0)
     np.testing.assert_array_equal(mel[0, :, : length[0]], plain[0, :, : length[0]])
     assert pad_time(np.ones((1, 2, 32)), 16).shape == (1, 2, 32)
 
 
-@pytest.mark.parametrize("change, message", [
-    (dict(frame_splicing=2), "frame_splicing=2"),
-    (dict(exact_pad=True), "exact_pad"),
-    (dict(window="ones"), "window 'ones'"),
-    (dict(normalize="per_features"), "normalize 'per_features'"),
-    (dict(pad_to="max"), "pad_to 'max'"),
-    (dict(mel_norm="l2"), "mel_norm 'l2'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(frame_splicing=2), "frame_splicing=2"),
+        (dict(exact_pad=True), "exact_pad"),
+        (dict(window="ones"), "window 'ones'"),
+        (dict(normalize="per_features"), "normalize 'per_features'"),
+        (dict(pad_to="max"), "pad_to 'max'"),
+        (dict(mel_norm="l2"), "mel_norm 'l2'"),
+    ],
+)
 def test_unsupported_settings_are_refused(change, message):
     cfg = dataclasses.replace(PreprocessorConfig(), **change)
     with pytest.raises(ConfigError, match=message):

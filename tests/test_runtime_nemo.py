@@ -1,17 +1,28 @@
 """refimpl against NeMo's own PyTorch cache-aware streaming (the committed goldens), every model, look-ahead and
 clip: chunk schedule, every chunk's encoder output, lengths and caches, and the final RNNT/CTC greedy results."""
+
 import numpy as np
 import pytest
-from fixture_data import (IMPLS, MODELS, STREAMS, encoder_ops, golden_chunk_input, layer_first_to_batch_first,
-                          mel_goldens, nemo_model, onnx_model, stream_golden)
+from fixture_data import (
+    IMPLS,
+    MODELS,
+    STREAMS,
+    encoder_ops,
+    golden_chunk_input,
+    layer_first_to_batch_first,
+    mel_goldens,
+    nemo_model,
+    onnx_model,
+    stream_golden,
+)
 
-from refimpl.runtime.chunking import chunk_schedule
-from weights_tools import streaming_params
 from refimpl.model.encoder import encoder_step, initial_cache
+from refimpl.runtime.chunking import chunk_schedule
 from refimpl.runtime.engines import RefimplEngine
 from refimpl.runtime.streaming import run_stream
 from refimpl.runtime.tokenizer import Tokenizer
 from refimpl.tools.tolerances import compare
+from weights_tools import streaming_params
 
 
 @pytest.mark.parametrize("model,att,clip", STREAMS)
@@ -42,16 +53,23 @@ def test_encoder_matches_nemo_every_chunk(model, att, clip, impl):
     cc, tc, cl = initial_cache(cfg, 1)
     state = None
     for i in range(int(g["n_chunks"])):
-        out, state = encoder_step(golden_chunk_input(model, att, clip, i), g[f"chunk/{i}/length"], cc, tc, cl, ops,
-                                  engine_state=state)
+        out, state = encoder_step(
+            golden_chunk_input(model, att, clip, i), g[f"chunk/{i}/length"], cc, tc, cl, ops, engine_state=state
+        )
         assert compare("outputs", out.outputs, g[f"chunk/{i}/encoded"]).ok, i
         assert np.array_equal(out.encoded_lengths, g[f"chunk/{i}/encoded_len"])
         assert np.array_equal(out.cache_last_channel_next_len, g[f"chunk/{i}/cache_last_channel_next_len"])
         if f"chunk/{i}/cache_last_channel_next" in g:
-            assert compare("cache_last_channel_next", out.cache_last_channel_next,
-                           layer_first_to_batch_first(g[f"chunk/{i}/cache_last_channel_next"])).ok, i
-            assert compare("cache_last_time_next", out.cache_last_time_next,
-                           layer_first_to_batch_first(g[f"chunk/{i}/cache_last_time_next"])).ok, i
+            assert compare(
+                "cache_last_channel_next",
+                out.cache_last_channel_next,
+                layer_first_to_batch_first(g[f"chunk/{i}/cache_last_channel_next"]),
+            ).ok, i
+            assert compare(
+                "cache_last_time_next",
+                out.cache_last_time_next,
+                layer_first_to_batch_first(g[f"chunk/{i}/cache_last_time_next"]),
+            ).ok, i
         cc, tc, cl = out.cache_last_channel_next, out.cache_last_time_next, out.cache_last_channel_next_len
 
 

@@ -1,12 +1,25 @@
 """refimpl against onnxruntime on NeMo's exports, chunk by chunk: every encoder output and cache output, every
 decoder_joint call (logits, LSTM states), and the final token ids, for every fixture export and look-ahead."""
+
 import numpy as np
 import pytest
-from fixture_data import (MODELS, STREAMS, assert_crosscheck_ok, att_dir, folder, impl_args, mel_goldens, nemo_model,
-                          onnx_model, ort_engine, stream_golden)
+from fixture_data import (
+    MODELS,
+    STREAMS,
+    assert_crosscheck_ok,
+    att_dir,
+    folder,
+    impl_args,
+    mel_goldens,
+    nemo_model,
+    onnx_model,
+    ort_engine,
+    stream_golden,
+)
 
 from refimpl.runtime.engines import RefimplEngine
 from refimpl.tools.crosscheck import crosscheck_engines
+
 
 @pytest.mark.parametrize("model,att,clip", STREAMS)
 def test_crosscheck_every_export_and_lookahead(model, att, clip):
@@ -35,8 +48,9 @@ def test_crosscheck_ctc_export():
     config, weights = nemo_model("hybrid")
     for clip in MODELS["hybrid"]["clips"]:
         cand = RefimplEngine(config, weights, att_context_size=(70, 13))
-        report = crosscheck_engines(ort_engine(folder("hybrid", (70, 13)).parent / "ctc-att-70-13"), cand,
-                                    mel_goldens()[f"{clip}/mel"])
+        report = crosscheck_engines(
+            ort_engine(folder("hybrid", (70, 13)).parent / "ctc-att-70-13"), cand, mel_goldens()[f"{clip}/mel"]
+        )
         assert_crosscheck_ok(report)
         assert "logprobs" in report.chunks[0].outputs
         labels = stream_golden("hybrid", (70, 13), clip)["ctc/frame_argmax"]

@@ -1,14 +1,15 @@
 """The streaming driver: whole-clip runs equal step-by-step calls, a batch equals each stream alone, the tail
 NeMo's schedule does not run is reported, and look-ahead mistakes are refused with a clear message."""
+
 import numpy as np
 import pytest
 from fixture_data import folder, mel_goldens, nemo_model, onnx_model
 
 from refimpl.runtime.chunking import chunk_schedule, dropped_tail_frames
-from weights_tools import streaming_params
 from refimpl.runtime.engines import LookAheadError, OnnxEngine, RefimplEngine
 from refimpl.runtime.streaming import initial_state, run_stream, stream_step
 from refimpl.tools.tolerances import compare
+from weights_tools import streaming_params
 
 CLIPS = ("hello", "fox", "north_wind")
 
@@ -26,7 +27,7 @@ def test_run_stream_equals_step_by_step_calls():
     p = engine.streaming
     tokens = []
     for i, chunk in enumerate(chunk_schedule([mel.shape[2]], p)):
-        step, state = stream_step(engine, mel[:, :, chunk.start: chunk.start + chunk.width], chunk.n_new, state)
+        step, state = stream_step(engine, mel[:, :, chunk.start : chunk.start + chunk.width], chunk.n_new, state)
         for name, value in step.encoder.items():
             assert np.array_equal(value, res.steps[i].encoder[name]), (i, name)
         tokens += step.rnnt_tokens[0]
@@ -54,7 +55,7 @@ def test_batch_of_streams_equals_each_stream_alone(att, engine_kind):
         assert together.dropped_tail_frames[i] == alone.dropped_tail_frames[0]
         for k, step in enumerate(alone.steps):  # valid encoder frames agree chunk by chunk
             n = int(step.encoder["encoded_lengths"][0])
-            mine = together.steps[k].encoder["outputs"][i: i + 1, :, :n]
+            mine = together.steps[k].encoder["outputs"][i : i + 1, :, :n]
             assert compare("outputs", mine, step.encoder["outputs"][:, :, :n]).ok
         # (the caches after a stream's zero-padded partial last chunk hold the padding frames, as the export's do:
         # cache_last_channel_next_len grows by the padded width; partial chunks only happen at end of stream)
@@ -95,8 +96,14 @@ def test_streaming_params_come_from_the_config():
         assert (p.pre_encode_cache_size, p.drop_extra_pre_encoded, p.last_channel_cache_size) == (9, 2, 70)
     vconfig, _ = nemo_model("variant")
     p = streaming_params(vconfig.encoder, (24, 3))
-    assert (p.chunk_size, p.window, p.valid_out_len, p.pre_encode_cache_size, p.drop_extra_pre_encoded,
-            p.conv_cache_size) == (16, 21, 4, 5, 2, 4)
+    assert (
+        p.chunk_size,
+        p.window,
+        p.valid_out_len,
+        p.pre_encode_cache_size,
+        p.drop_extra_pre_encoded,
+        p.conv_cache_size,
+    ) == (16, 21, 4, 5, 2, 4)
 
 
 def test_lookahead_mismatch_errors_name_what_the_file_serves():

@@ -3,6 +3,7 @@
 Both loaders are ours, so the .nemo reader is also checked against values read straight from the ONNX files'
 named initializers with onnx's own reader, and the BatchNorm fold is checked against float64 maths.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,9 +35,24 @@ FOLDERS = {
     "variant/att-24-3": ("variant", (24, 3), RNNT_PARTS, True),
     "variant/att-24-0": ("variant", (24, 0), RNNT_PARTS, True),
 }
-ENCODER_FIELDS = ("feat_in", "d_model", "n_layers", "n_heads", "d_ff", "conv_kernel_size", "conv_context_size",
-                  "subsampling", "subsampling_factor", "subsampling_conv_channels", "causal_downsampling",
-                  "xscaling", "use_bias", "untie_biases", "self_attention_model", "att_context_style")
+ENCODER_FIELDS = (
+    "feat_in",
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "d_ff",
+    "conv_kernel_size",
+    "conv_context_size",
+    "subsampling",
+    "subsampling_factor",
+    "subsampling_conv_channels",
+    "causal_downsampling",
+    "xscaling",
+    "use_bias",
+    "untie_biases",
+    "self_attention_model",
+    "att_context_style",
+)
 
 
 @functools.cache
@@ -65,8 +81,11 @@ def ulps(a: np.ndarray, b: np.ndarray) -> int:
 def folded_names(config) -> set:
     if config.encoder.conv_norm_type != "folded_batch_norm":
         return set()
-    return {f"encoder.layers.{i}.conv.depthwise_conv.{leaf}" for i in range(config.encoder.n_layers)
-            for leaf in ("weight", "bias")}
+    return {
+        f"encoder.layers.{i}.conv.depthwise_conv.{leaf}"
+        for i in range(config.encoder.n_layers)
+        for leaf in ("weight", "bias")
+    }
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
@@ -130,7 +149,9 @@ def test_fold_batch_norm_is_the_batch_norm_maths():
     flat, out = wt.flatten(weights), wt.flatten(folded)
     assert not any(".batch_norm." in n for n in out)
     p = "encoder.layers.1.conv"
-    g, b, m, v = (flat[f"{p}.batch_norm.{k}"].astype(np.float64) for k in ("weight", "bias", "running_mean", "running_var"))
+    g, b, m, v = (
+        flat[f"{p}.batch_norm.{k}"].astype(np.float64) for k in ("weight", "bias", "running_mean", "running_var")
+    )
     s = g / np.sqrt(v + 1e-5)
     w64 = flat[f"{p}.depthwise_conv.weight"] * s[:, None, None]
     b64 = (flat[f"{p}.depthwise_conv.bias"] - m) * s + b
@@ -188,7 +209,7 @@ def test_lstm_gates_and_matmul_weights_are_reordered_and_transposed():
         np.testing.assert_array_equal(flat[f"{p}.weight_ih_l{layer}"], w[iofc_to_ifgo])
         np.testing.assert_array_equal(flat[f"{p}.weight_hh_l{layer}"], r[iofc_to_ifgo])
         np.testing.assert_array_equal(flat[f"{p}.bias_ih_l{layer}"], b[: 4 * h][iofc_to_ifgo])
-        np.testing.assert_array_equal(flat[f"{p}.bias_hh_l{layer}"], b[4 * h:][iofc_to_ifgo])
+        np.testing.assert_array_equal(flat[f"{p}.bias_hh_l{layer}"], b[4 * h :][iofc_to_ifgo])
     enc_mm = next(n for n in dj.graph.node if n.name == "/joint/enc/MatMul")
     np.testing.assert_array_equal(flat["joint.enc.weight"], inits[enc_mm.input[1]].T)
 
@@ -256,6 +277,12 @@ def test_plan_reads_no_weights_and_records_the_lookahead_evidence():
     ev = plan.lookahead.evidence
     assert ev["chunked mask chunk size (R+1)"] == 7 and ev["chunked mask left_chunks"] == 10
     assert ev["output time Slice (valid_out_len = R+1)"] == 7 == ev["encoded_lengths Clip max (valid_out_len)"]
-    assert ev["cache_last_channel_next_len Clip max (cache size)"] == 70 == ev["cache_last_channel_next Slice (cache size)"]
+    assert (
+        ev["cache_last_channel_next_len Clip max (cache size)"]
+        == 70
+        == ev["cache_last_channel_next Slice (cache size)"]
+    )
     assert wt.plan_onnx(FIXTURES / "hybrid" / "nocache").lookahead.evidence == {
-        "chunked mask chunk size (R+1)": 14, "chunked mask left_chunks": 5}
+        "chunked mask chunk size (R+1)": 14,
+        "chunked mask left_chunks": 5,
+    }

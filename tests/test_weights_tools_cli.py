@@ -1,4 +1,5 @@
 """weights-tools CLI and the I/O contract."""
+
 from __future__ import annotations
 
 import json
@@ -32,8 +33,12 @@ def test_io_contract_of_ctc_and_nocache_exports():
     ctc = {r["name"]: r for r in wt.io_contract(HYBRID / "ctc-att-70-13")}
     assert ctc["logprobs"]["shape"][2] == 129 and ctc["logprobs"]["role"] == "encoder+ctc"
     nocache = wt.io_contract(HYBRID / "nocache")
-    assert {r["name"] for r in nocache if r["role"] == "encoder"} == {"audio_signal", "length", "outputs",
-                                                                      "encoded_lengths"}
+    assert {r["name"] for r in nocache if r["role"] == "encoder"} == {
+        "audio_signal",
+        "length",
+        "outputs",
+        "encoded_lengths",
+    }
 
 
 def test_streaming_numbers():
@@ -90,6 +95,18 @@ def test_errors_are_one_line_on_stderr_with_exit_2(tmp_path, capsys):
     err = captured.err.strip()
     assert err.startswith("weights-tools: error: ") and "no encoder found" in err and "\n" not in err
     assert "Traceback" not in captured.err
-    assert main(["extract", "--model", str(HYBRID / "nocache"), "--nemo", str(FIXTURES / "variant" / "model.nemo"),
-                 "-o", str(tmp_path / "x.npz")]) == 2
+    assert (
+        main(
+            [
+                "extract",
+                "--model",
+                str(HYBRID / "nocache"),
+                "--nemo",
+                str(FIXTURES / "variant" / "model.nemo"),
+                "-o",
+                str(tmp_path / "x.npz"),
+            ]
+        )
+        == 2
+    )
     assert "does not match" in capsys.readouterr().err

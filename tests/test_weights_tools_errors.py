@@ -1,4 +1,5 @@
 """weights_tools on bad input: every error names the file or thing at fault, what was expected, what was found."""
+
 from __future__ import annotations
 
 import io
@@ -41,8 +42,11 @@ def test_truncated_onnx(tmp_path):
 def test_not_an_onnx_file(tmp_path):
     d = copy_export(HYBRID / "att-70-13", tmp_path / "m")
     (d / "encoder-model.onnx").write_bytes(b"<html><body>404 Not Found</body></html>\n")
-    with pytest.raises(wt.CorruptFileError, match=r"encoder-model.onnx \(40 bytes, starting b'<html>.*not a "
-                                                  r"readable ONNX model.*re-download or re-export"):
+    with pytest.raises(
+        wt.CorruptFileError,
+        match=r"encoder-model.onnx \(40 bytes, starting b'<html>.*not a "
+        r"readable ONNX model.*re-download or re-export",
+    ):
         wt.load_onnx(d)
 
 
@@ -59,8 +63,11 @@ def test_folder_without_encoder_lists_what_it_found(tmp_path):
 def test_nemo_that_is_not_a_tar(tmp_path):
     bad = tmp_path / "model.nemo"
     bad.write_bytes(os.urandom(4096))
-    with pytest.raises(wt.CorruptFileError, match=r"model.nemo \(4096 bytes\) is not a readable .nemo archive.*"
-                                                  r"model_config.yaml and model_weights.ckpt.*re-download"):
+    with pytest.raises(
+        wt.CorruptFileError,
+        match=r"model.nemo \(4096 bytes\) is not a readable .nemo archive.*"
+        r"model_config.yaml and model_weights.ckpt.*re-download",
+    ):
         wt.load_nemo(bad)
 
 
@@ -81,8 +88,11 @@ def test_nemo_without_weights_lists_its_members(tmp_path):
         for m in src.getmembers():
             if not m.name.endswith("model_weights.ckpt"):
                 dst.addfile(m, src.extractfile(m) if m.isfile() else None)
-    with pytest.raises(wt.CorruptFileError, match=r"expected one model_weights.ckpt in the .nemo archive, found 0 "
-                                                  r"\(members: \[.*'model_config.yaml'\]\)"):
+    with pytest.raises(
+        wt.CorruptFileError,
+        match=r"expected one model_weights.ckpt in the .nemo archive, found 0 "
+        r"\(members: \[.*'model_config.yaml'\]\)",
+    ):
         wt.load_nemo(bad)
 
 
@@ -116,8 +126,11 @@ def test_ctc_and_rnnt_vocabularies_must_agree(tmp_path):
         if init.name.startswith("ctc_decoder.decoder_layers.0."):
             init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init)[:65], init.name))
     onnx.save(ctc, str(tmp_path / "model.onnx"))
-    with pytest.raises(wt.IncompatibleModelError, match=r"decoder_joint-model.onnx \(RNNT\) has a vocabulary of 128 "
-                                                        r"but model.onnx \(CTC\) has 64"):
+    with pytest.raises(
+        wt.IncompatibleModelError,
+        match=r"decoder_joint-model.onnx \(RNNT\) has a vocabulary of 128 "
+        r"but model.onnx \(CTC\) has 64",
+    ):
         wt.load_onnx(tmp_path)
 
 
@@ -125,8 +138,11 @@ def test_tokenizer_of_another_model(tmp_path):
     d = copy_export(HYBRID / "att-70-13", tmp_path / "m")
     (d / "tokenizer.model").unlink()
     shutil.copy(FIXTURES / "variant" / "tokenizer.model", d / "tokenizer.model")
-    with pytest.raises(wt.IncompatibleModelError, match=r"tokenizer.model: the tokenizer has 64 pieces, but the "
-                                                        r"model's vocabulary is 128"):
+    with pytest.raises(
+        wt.IncompatibleModelError,
+        match=r"tokenizer.model: the tokenizer has 64 pieces, but the "
+        r"model's vocabulary is 128",
+    ):
         wt.load_onnx(d)
 
 
@@ -158,8 +174,11 @@ def test_unexpected_initializer_is_reported(tmp_path):
     model = onnx.load(str(d / "encoder-model.onnx"))
     model.graph.initializer.append(numpy_helper.from_array(np.ones((4, 4), np.float32), "extra.weight"))
     onnx.save(model, str(d / "encoder-model.onnx"))
-    with pytest.raises(wt.ModelLoadError, match=r"1 initializer\(s\) that look like parameters were not matched "
-                                                r"to any NeMo weight: \['extra.weight \[4, 4\]'\]"):
+    with pytest.raises(
+        wt.ModelLoadError,
+        match=r"1 initializer\(s\) that look like parameters were not matched "
+        r"to any NeMo weight: \['extra.weight \[4, 4\]'\]",
+    ):
         wt.load_onnx(d)
 
 
@@ -172,8 +191,11 @@ def test_missing_weight_is_named(tmp_path):
     for node in model.graph.node:
         node.input[:] = ["renamed" if i == "layers.1.norm_out.weight" else i for i in node.input]
     onnx.save(model, str(d / "encoder-model.onnx"))
-    with pytest.raises(wt.WeightNotFoundError, match=r"encoder.layers.1.norm_out.weight not found: expected an "
-                                                     r"initializer named 'layers.1.norm_out.weight'"):
+    with pytest.raises(
+        wt.WeightNotFoundError,
+        match=r"encoder.layers.1.norm_out.weight not found: expected an "
+        r"initializer named 'layers.1.norm_out.weight'",
+    ):
         wt.load_onnx(d)
 
 
@@ -208,8 +230,11 @@ def test_load_nemo_refuses_a_malicious_checkpoint(tmp_path):
                 dst.addfile(m, io.BytesIO(payload))
             else:
                 dst.addfile(m, src.extractfile(m) if m.isfile() else None)
-    with pytest.raises(wt.UnsafeCheckpointError, match=r"model.nemo:model_weights.ckpt: the checkpoint pickle asks "
-                                                       r"for the global .*system"):
+    with pytest.raises(
+        wt.UnsafeCheckpointError,
+        match=r"model.nemo:model_weights.ckpt: the checkpoint pickle asks "
+        r"for the global .*system",
+    ):
         wt.load_nemo(bad)
 
 
@@ -231,7 +256,10 @@ def test_a_weight_matched_twice_is_an_error(tmp_path):
     del model.graph.initializer[:]
     model.graph.initializer.extend(keep)
     onnx.save(model, str(d / "encoder-model.onnx"))
-    with pytest.raises(wt.WeightNotFoundError, match=rf"initializer '{q_w}' matches both "
-                                                     r"encoder.layers.0.self_attn.linear_q.weight and "
-                                                     r"encoder.layers.0.self_attn.linear_k.weight"):
+    with pytest.raises(
+        wt.WeightNotFoundError,
+        match=rf"initializer '{q_w}' matches both "
+        r"encoder.layers.0.self_attn.linear_q.weight and "
+        r"encoder.layers.0.self_attn.linear_k.weight",
+    ):
         wt.load_onnx(d)

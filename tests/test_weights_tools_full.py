@@ -1,5 +1,6 @@
 """The full-size 114M model (models-full/, git-ignored, built by make_fixtures.py --full-size): every look-ahead
 detected, ONNX weights bit-identical to the .nemo. Slow; run with ``pytest -m slow``."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,10 +11,17 @@ import pytest
 import weights_tools as wt
 
 FULL = Path(__file__).parent.parent / "models-full"
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not (FULL / "model.nemo").is_file(), reason="models-full/ is not built")]
-FOLDERS = {"att-70-13": (70, 13), "att-70-6": (70, 6), "att-70-1": (70, 1), "att-70-0": (70, 0),
-           "ctc-att-70-13": (70, 13)}
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not (FULL / "model.nemo").is_file(), reason="models-full/ is not built"),
+]
+FOLDERS = {
+    "att-70-13": (70, 13),
+    "att-70-6": (70, 6),
+    "att-70-1": (70, 1),
+    "att-70-0": (70, 0),
+    "ctc-att-70-13": (70, 13),
+}
 
 
 @pytest.fixture(scope="module")

@@ -5,20 +5,48 @@
 NeMo's own layouts. ``fold_batch_norm`` turns a .nemo's BatchNorm conv norm into the folded form ONNX exports
 carry; ``io_contract`` describes every input and output of an export.
 """
+
 from .batchnorm import fold_batch_norm
-from .config import CTCConfig, ConfigError, EncoderConfig, ModelConfig, PreprocessorConfig, RNNTConfig
+from .config import ConfigError, CTCConfig, EncoderConfig, ModelConfig, PreprocessorConfig, RNNTConfig
 from .contract import io_contract, streaming_numbers
-from .errors import (CorruptFileError, IncompatibleModelError, ModelLoadError, NoCacheSupportError,
-                     UnsafeCheckpointError, WeightNotFoundError)
+from .errors import (
+    CorruptFileError,
+    IncompatibleModelError,
+    ModelLoadError,
+    NoCacheSupportError,
+    UnsafeCheckpointError,
+    WeightNotFoundError,
+)
 from .nemo_load import load_nemo, read_nemo_config
 from .onnx_load import find_export, load_onnx, plan_onnx
 from .streaming import StreamingParams, streaming_params, subsampled_length
 from .tree import flatten, get, unflatten
 
 __all__ = [
-    "CTCConfig", "ConfigError", "EncoderConfig", "ModelConfig", "PreprocessorConfig", "RNNTConfig",
-    "CorruptFileError", "IncompatibleModelError", "ModelLoadError", "NoCacheSupportError", "UnsafeCheckpointError",
-    "WeightNotFoundError", "flatten", "get", "unflatten", "find_export", "load_onnx", "plan_onnx", "load_nemo",
-    "read_nemo_config", "fold_batch_norm", "io_contract", "streaming_numbers", "StreamingParams", "streaming_params",
+    "CTCConfig",
+    "ConfigError",
+    "EncoderConfig",
+    "ModelConfig",
+    "PreprocessorConfig",
+    "RNNTConfig",
+    "CorruptFileError",
+    "IncompatibleModelError",
+    "ModelLoadError",
+    "NoCacheSupportError",
+    "UnsafeCheckpointError",
+    "WeightNotFoundError",
+    "flatten",
+    "get",
+    "unflatten",
+    "find_export",
+    "load_onnx",
+    "plan_onnx",
+    "load_nemo",
+    "read_nemo_config",
+    "fold_batch_norm",
+    "io_contract",
+    "streaming_numbers",
+    "StreamingParams",
+    "streaming_params",
     "subsampled_length",
 ]

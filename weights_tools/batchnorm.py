@@ -1,5 +1,6 @@
 """Fold the conv module's BatchNorm into its depthwise conv, the way torch's ONNX exporter does
 (``fuseConvBatchNorm`` in its eval peephole pass), so a .nemo gives the same arrays as the exported graph."""
+
 from __future__ import annotations
 
 import dataclasses

@@ -1,4 +1,5 @@
 """``weights-tools``: inspect a NeMo export or checkpoint, or extract its weights to .npz. Thin over the API."""
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,12 @@ def _inspect(args) -> int:
     else:
         plan = plan_onnx(args.model, nemo=args.nemo)
         config, look, contract = plan.config, plan.lookahead.evidence, io_contract(args.model)
-    report = {"config": config.to_dict(), "streaming": streaming_numbers(config), "lookahead_evidence": look,
-              "io_contract": contract}
+    report = {
+        "config": config.to_dict(),
+        "streaming": streaming_numbers(config),
+        "lookahead_evidence": look,
+        "io_contract": contract,
+    }
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -80,8 +85,10 @@ def _text(report: dict) -> str:
             continue
         lines.append(f"{section}:")
         lines += [f"  {k}: {v}" for k, v in cfg[section].items()]
-    lines.append(f"vocab_size: {cfg['vocab_size']}  blank_id: {cfg['blank_id']}  tokenizer: "
-                 f"{'yes' if cfg['has_tokenizer'] else 'no'}")
+    lines.append(
+        f"vocab_size: {cfg['vocab_size']}  blank_id: {cfg['blank_id']}  tokenizer: "
+        f"{'yes' if cfg['has_tokenizer'] else 'no'}"
+    )
     lines.append("streaming (one encoder call):")
     lines += [f"  {k}: {v}" for k, v in report["streaming"].items()]
     if report["lookahead_evidence"]:
@@ -90,8 +97,10 @@ def _text(report: dict) -> str:
     if report["io_contract"]:
         lines.append("I/O contract:")
         for r in report["io_contract"]:
-            lines.append(f"  {r['graph']} {r['kind']:6} {r['name']:28} {r['dtype']:7} {str(r['shape']):60} "
-                         f"{r['layout']}: {r['meaning']}")
+            lines.append(
+                f"  {r['graph']} {r['kind']:6} {r['name']:28} {r['dtype']:7} {str(r['shape']):60} "
+                f"{r['layout']}: {r['meaning']}"
+            )
     return "\n".join(lines)
 
 

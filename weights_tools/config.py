@@ -4,6 +4,7 @@ Field names follow NeMo's config keys (``d_model``, ``n_heads``, ``att_context_s
 so one word finds both codebases. Nothing here is guessed from magic numbers: every value is read from the
 model, or is NeMo's documented default and says so in ``source``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,13 +59,19 @@ class PreprocessorConfig:
 
     def __post_init__(self):
         _check(self.sample_rate > 0, f"sample_rate must be positive, got {self.sample_rate}")
-        _check(0 < self.n_window_size <= self.n_fft,
-               f"n_window_size ({self.n_window_size}) must be in 1..n_fft ({self.n_fft})")
+        _check(
+            0 < self.n_window_size <= self.n_fft,
+            f"n_window_size ({self.n_window_size}) must be in 1..n_fft ({self.n_fft})",
+        )
         _check(self.n_window_stride > 0, f"n_window_stride must be positive, got {self.n_window_stride}")
-        _check(self.window in ("hann", "hamming", "blackman", "bartlett", "ones", "none"),
-               f"unknown window {self.window!r}")
-        _check(self.log_zero_guard_type in ("add", "clamp"),
-               f"log_zero_guard_type must be 'add' or 'clamp', got {self.log_zero_guard_type!r}")
+        _check(
+            self.window in ("hann", "hamming", "blackman", "bartlett", "ones", "none"),
+            f"unknown window {self.window!r}",
+        )
+        _check(
+            self.log_zero_guard_type in ("add", "clamp"),
+            f"log_zero_guard_type must be 'add' or 'clamp', got {self.log_zero_guard_type!r}",
+        )
 
 
 @dataclass(frozen=True)
@@ -108,27 +115,40 @@ class EncoderConfig:
         return self.conv_context_size[0]
 
     def __post_init__(self):
-        _check(self.d_model > 0 and self.n_layers > 0, f"d_model/n_layers must be positive ({self.d_model}, {self.n_layers})")
-        _check(self.n_heads > 0 and self.d_model % self.n_heads == 0,
-               f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        _check(
+            self.d_model > 0 and self.n_layers > 0,
+            f"d_model/n_layers must be positive ({self.d_model}, {self.n_layers})",
+        )
+        _check(
+            self.n_heads > 0 and self.d_model % self.n_heads == 0,
+            f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})",
+        )
         left, right = self.conv_context_size
-        _check(left + right + 1 == self.conv_kernel_size,
-               f"conv_context_size {self.conv_context_size} does not fit conv_kernel_size {self.conv_kernel_size}")
+        _check(
+            left + right + 1 == self.conv_kernel_size,
+            f"conv_context_size {self.conv_context_size} does not fit conv_kernel_size {self.conv_kernel_size}",
+        )
         if self.conv_norm_type not in CONV_NORM_TYPES:
             raise conv_norm_error(self.conv_norm_type)
         _check(self.subsampling == "dw_striding", f"subsampling {self.subsampling!r} is not supported (dw_striding)")
         f = self.subsampling_factor
         _check(f >= 2 and f & (f - 1) == 0, f"subsampling_factor must be a power of 2, got {f}")
-        _check(self.self_attention_model == "rel_pos",
-               f"self_attention_model {self.self_attention_model!r} is not supported (rel_pos)")
-        _check(self.att_context_style == "chunked_limited",
-               f"att_context_style {self.att_context_style!r} is not supported (chunked_limited)")
+        _check(
+            self.self_attention_model == "rel_pos",
+            f"self_attention_model {self.self_attention_model!r} is not supported (rel_pos)",
+        )
+        _check(
+            self.att_context_style == "chunked_limited",
+            f"att_context_style {self.att_context_style!r} is not supported (chunked_limited)",
+        )
         L, R = self.att_context_size
         _check(L > 0 and R >= 0, f"att_context_size must be [left > 0, right >= 0], got {list(self.att_context_size)}")
         if self.att_context_sizes is not None:
-            _check(tuple(self.att_context_size) in [tuple(a) for a in self.att_context_sizes],
-                   f"att_context_size {list(self.att_context_size)} is not among the model's look-aheads "
-                   f"{[list(a) for a in self.att_context_sizes]}")
+            _check(
+                tuple(self.att_context_size) in [tuple(a) for a in self.att_context_sizes],
+                f"att_context_size {list(self.att_context_size)} is not among the model's look-aheads "
+                f"{[list(a) for a in self.att_context_sizes]}",
+            )
 
 
 @dataclass(frozen=True)
@@ -146,8 +166,10 @@ class RNNTConfig:
         return self.vocab_size
 
     def __post_init__(self):
-        _check(self.vocab_size > 0 and self.pred_hidden > 0 and self.pred_rnn_layers > 0 and self.joint_hidden > 0,
-               f"invalid RNNT sizes {self}")
+        _check(
+            self.vocab_size > 0 and self.pred_hidden > 0 and self.pred_rnn_layers > 0 and self.joint_hidden > 0,
+            f"invalid RNNT sizes {self}",
+        )
         _check(self.max_symbols > 0, f"max_symbols must be positive, got {self.max_symbols}")
 
 
@@ -178,7 +200,9 @@ class ModelConfig:
 
     @property
     def vocab_size(self) -> int:
-        return (self.rnnt or self.ctc).vocab_size
+        head = self.rnnt if self.rnnt is not None else self.ctc
+        assert head is not None  # __post_init__ refuses a model without heads
+        return head.vocab_size
 
     @property
     def blank_id(self) -> int:
@@ -187,12 +211,16 @@ class ModelConfig:
     def __post_init__(self):
         _check(self.rnnt is not None or self.ctc is not None, "the model has neither an RNNT nor a CTC head")
         if self.rnnt is not None and self.ctc is not None:
-            _check(self.rnnt.vocab_size == self.ctc.vocab_size,
-                   f"RNNT vocab ({self.rnnt.vocab_size}) and CTC vocab ({self.ctc.vocab_size}) differ")
-        _check(self.encoder.feat_in == self.preprocessor.features,
-               f"encoder feat_in ({self.encoder.feat_in}) != preprocessor features ({self.preprocessor.features})")
+            _check(
+                self.rnnt.vocab_size == self.ctc.vocab_size,
+                f"RNNT vocab ({self.rnnt.vocab_size}) and CTC vocab ({self.ctc.vocab_size}) differ",
+            )
+        _check(
+            self.encoder.feat_in == self.preprocessor.features,
+            f"encoder feat_in ({self.encoder.feat_in}) != preprocessor features ({self.preprocessor.features})",
+        )
 
-    def with_att_context_size(self, att_context_size) -> "ModelConfig":
+    def with_att_context_size(self, att_context_size) -> ModelConfig:
         """The same model run at another look-ahead (refimpl computes its masks, so one set of weights serves
         every look-ahead the model was trained with)."""
         enc = dataclasses.replace(self.encoder, att_context_size=tuple(int(a) for a in att_context_size))

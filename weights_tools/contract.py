@@ -1,5 +1,6 @@
 """The I/O contract of NeMo's ONNX graphs (every input and output: dtype, shape, layout, meaning) and the
 streaming numbers that follow from a config."""
+
 from __future__ import annotations
 
 from .config import ModelConfig
@@ -10,15 +11,21 @@ from .streaming import streaming_params
 
 # (role, name) -> (layout, meaning); role "encoder" also covers the encoder part of the CTC graph
 _ENCODER = {
-    "audio_signal": ("[B, feat_in, T] log-mel, time last",
-                     "log-mel features; per streaming call T = pre-encode cache (s+1) + chunk (s*(R+1)) frames"),
+    "audio_signal": (
+        "[B, feat_in, T] log-mel, time last",
+        "log-mel features; per streaming call T = pre-encode cache (s+1) + chunk (s*(R+1)) frames",
+    ),
     "length": ("[B]", "valid mel frames in audio_signal, including the pre-encode frames"),
-    "cache_last_channel": ("[B, n_layers, cache, d_model] batch-first (NeMo's internal layout is layer-first "
-                           "[n_layers, B, cache, d_model])",
-                           "attention cache: post-norm attention inputs of the last `cache` frames, right-aligned; "
-                           "zeros at the start; its time axis must be exactly the left context"),
-    "cache_last_time": ("[B, n_layers, d_model, conv_left] batch-first (NeMo's internal layout is layer-first)",
-                        "depthwise-conv cache: the last conv_left inputs of each causal conv; zeros at the start"),
+    "cache_last_channel": (
+        "[B, n_layers, cache, d_model] batch-first (NeMo's internal layout is layer-first "
+        "[n_layers, B, cache, d_model])",
+        "attention cache: post-norm attention inputs of the last `cache` frames, right-aligned; "
+        "zeros at the start; its time axis must be exactly the left context",
+    ),
+    "cache_last_time": (
+        "[B, n_layers, d_model, conv_left] batch-first (NeMo's internal layout is layer-first)",
+        "depthwise-conv cache: the last conv_left inputs of each causal conv; zeros at the start",
+    ),
     "cache_last_channel_len": ("[B]", "valid rows (at the end) of cache_last_channel, 0 at the start"),
     "outputs": ("[B, d_model, T_out] channels first, time last", "encoder output, at most R+1 frames per call"),
     "logprobs": ("[B, T_out, vocab+1] time first", "CTC log-probabilities (log_softmax), blank = vocab"),
@@ -28,8 +35,10 @@ _ENCODER = {
     "cache_last_channel_next_len": ("[B]", "valid rows of cache_last_channel_next (min(len + T, cache))"),
 }
 _DECODER_JOINT = {
-    "encoder_outputs": ("[B, d_model, T] channels first (as the encoder's outputs)",
-                        "encoder frames to join (greedy search passes T = 1)"),
+    "encoder_outputs": (
+        "[B, d_model, T] channels first (as the encoder's outputs)",
+        "encoder frames to join (greedy search passes T = 1)",
+    ),
     "targets": ("[B, U]", "last emitted token per stream (blank = vocab at the start)"),
     "target_length": ("[B]", "ones; passed through, unused by the LSTM"),
     "input_states_1": ("[pred_rnn_layers, B, pred_hidden] layer-first", "LSTM h"),
@@ -52,8 +61,18 @@ def io_contract(model_dir_or_file) -> list[dict]:
         for kind, values in (("input", g.input), ("output", g.output)):
             for v in values:
                 layout, meaning = table.get(v.name, ("?", "not a name NeMo's exporter uses"))
-                rows.append({"graph": path.name, "role": role, "kind": kind, "name": v.name,
-                             "dtype": value_dtype(v), "shape": value_dims(v), "layout": layout, "meaning": meaning})
+                rows.append(
+                    {
+                        "graph": path.name,
+                        "role": role,
+                        "kind": kind,
+                        "name": v.name,
+                        "dtype": value_dtype(v),
+                        "shape": value_dims(v),
+                        "layout": layout,
+                        "meaning": meaning,
+                    }
+                )
     return rows
 
 

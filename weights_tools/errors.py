@@ -12,9 +12,11 @@ class WeightNotFoundError(ModelLoadError):
 class NoCacheSupportError(ModelLoadError):
     """An ONNX encoder exported without cache support: it cannot stream."""
 
-    HOW_TO_FIX = ("re-export it with cache support: model.set_export_config({'cache_support': 'True'}) before "
-                  "model.export(...), after model.encoder.set_default_att_context_size([L, R]) for the look-ahead "
-                  "you deploy (one ONNX encoder serves exactly one look-ahead)")
+    HOW_TO_FIX = (
+        "re-export it with cache support: model.set_export_config({'cache_support': 'True'}) before "
+        "model.export(...), after model.encoder.set_default_att_context_size([L, R]) for the look-ahead "
+        "you deploy (one ONNX encoder serves exactly one look-ahead)"
+    )
 
 
 class CorruptFileError(ModelLoadError):

@@ -30,6 +30,7 @@ Leaves may be arrays or lazy ``Source``s (``weights_tools.sources``): ``encoder_
 and keeps only the converted array, so converting straight from an ONNX file never holds two copies of the
 model (``load_layout``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -103,8 +104,10 @@ def _linear_p(params: dict, dtype) -> dict:
 def _taps_t(params: dict, dtype) -> dict:
     """Depthwise/single-input conv weight [C, 1, *kernel] -> {"weight_t" [taps, C], "bias" [C]}."""
     w = _read(params["weight"], dtype)
-    return {"weight_t": _frozen(np.ascontiguousarray(w.reshape(w.shape[0], -1).T)),
-            "bias": _frozen(_read(params["bias"], dtype))}
+    return {
+        "weight_t": _frozen(np.ascontiguousarray(w.reshape(w.shape[0], -1).T)),
+        "bias": _frozen(_read(params["bias"], dtype)),
+    }
 
 
 def _plain(params: dict, dtype) -> dict:
@@ -115,8 +118,10 @@ def self_attn_layout(params: dict, dtype) -> dict:
     """linear_q/k/v fused into one [d, 3d] matrix (columns q | k | v), the rest transposed."""
     qkv = [_linear_t(params[f"linear_{n}"], dtype) for n in ("q", "k", "v")]
     return {
-        "linear_qkv": {"weight_p": panels(np.concatenate([p["weight_t"] for p in qkv], axis=1)),
-                       "bias": _frozen(np.concatenate([p["bias"] for p in qkv]))},
+        "linear_qkv": {
+            "weight_p": panels(np.concatenate([p["weight_t"] for p in qkv], axis=1)),
+            "bias": _frozen(np.concatenate([p["bias"] for p in qkv])),
+        },
         "linear_out": _linear_p(params["linear_out"], dtype),
         "linear_pos": _linear_t(params["linear_pos"], dtype, bias=False),
         "pos_bias_u": _frozen(_read(params["pos_bias_u"], dtype)),
@@ -126,15 +131,20 @@ def self_attn_layout(params: dict, dtype) -> dict:
 
 def conv_layout(params: dict, norm_type: str, dtype, eps: float = BATCH_NORM_EPS) -> dict:
     """ConformerConvolution: pointwise convs as [in, out], depthwise taps as [K, d], BatchNorm as a scale."""
-    out = {"pointwise_conv1": _linear_p(params["pointwise_conv1"], dtype),
-           "depthwise_conv": _taps_t(params["depthwise_conv"], dtype),
-           "pointwise_conv2": _linear_p(params["pointwise_conv2"], dtype)}
+    out = {
+        "pointwise_conv1": _linear_p(params["pointwise_conv1"], dtype),
+        "depthwise_conv": _taps_t(params["depthwise_conv"], dtype),
+        "pointwise_conv2": _linear_p(params["pointwise_conv2"], dtype),
+    }
     if norm_type == "layer_norm":
         out["batch_norm"] = _plain(params["batch_norm"], dtype)  # NeMo's name for the conv LayerNorm
     elif norm_type == "batch_norm":
         bn = _plain(params["batch_norm"], dtype)
-        out["batch_norm"] = {"scale": _frozen(bn["weight"] / np.sqrt(bn["running_var"] + dtype.type(eps))),
-                             "bias": bn["bias"], "running_mean": bn["running_mean"]}
+        out["batch_norm"] = {
+            "scale": _frozen(bn["weight"] / np.sqrt(bn["running_var"] + dtype.type(eps))),
+            "bias": bn["bias"],
+            "running_mean": bn["running_mean"],
+        }
     elif norm_type != "folded_batch_norm":
         raise conv_norm_error(norm_type)
     return out
@@ -160,8 +170,7 @@ def pre_encode_layout(params: dict, cfg: EncoderConfig, dtype) -> dict:
     c = cfg.subsampling_conv_channels
     f = w.shape[1] // c
     w_t = w.reshape(w.shape[0], c, f).transpose(2, 1, 0).reshape(f * c, w.shape[0])  # [(f, c), d]
-    return {"conv": conv, "out": {"weight_p": panels(w_t),
-                                  "bias": _frozen(_read(params["out"]["bias"], dtype))}}
+    return {"conv": conv, "out": {"weight_p": panels(w_t), "bias": _frozen(_read(params["out"]["bias"], dtype))}}
 
 
 def encoder_layout(encoder: dict, cfg: EncoderConfig, dtype=np.float32) -> dict:
@@ -171,8 +180,10 @@ def encoder_layout(encoder: dict, cfg: EncoderConfig, dtype=np.float32) -> dict:
     layers = encoder["layers"]
     if len(layers) != cfg.n_layers:
         raise ValueError(f"the encoder weights have {len(layers)} layers, the config {cfg.n_layers}")
-    return {"pre_encode": pre_encode_layout(encoder["pre_encode"], cfg, dtype),
-            "layers": {str(i): layer_layout(layers[str(i)], cfg.conv_norm_type, dtype) for i in range(cfg.n_layers)}}
+    return {
+        "pre_encode": pre_encode_layout(encoder["pre_encode"], cfg, dtype),
+        "layers": {str(i): layer_layout(layers[str(i)], cfg.conv_norm_type, dtype) for i in range(cfg.n_layers)},
+    }
 
 
 def load_layout(path, *, dtype=np.float32, att_context_sizes=None) -> tuple[ModelConfig, dict, dict]:

@@ -1,5 +1,6 @@
 """Read a ``.nemo`` (a tar, plain or gzipped, holding ``model_config.yaml``, ``model_weights.ckpt`` and the
 tokenizer artifacts) without torch."""
+
 from __future__ import annotations
 
 import contextlib
@@ -84,7 +85,8 @@ def _open_tar(path: Path):
         raise CorruptFileError(
             f"{path} ({size} bytes) is {'a truncated' if truncated else 'not a readable'} .nemo archive "
             f"({'gzipped tar' if gzipped else 'tar'}: {detail}). A .nemo is a tar (plain or gzipped) holding "
-            f"{_CONFIG} and {_WEIGHTS}; re-download it, or re-save the model with NeMo's model.save_to()") from None
+            f"{_CONFIG} and {_WEIGHTS}; re-download it, or re-save the model with NeMo's model.save_to()"
+        ) from None
     try:
         yield tar
     finally:
@@ -95,20 +97,32 @@ def _member(tar: tarfile.TarFile, name: str, path: Path) -> tarfile.TarInfo:
     hits = [m for m in tar.getmembers() if m.isfile() and Path(m.name).name == name]
     if len(hits) != 1:
         found = sorted(Path(m.name).name for m in tar.getmembers() if m.isfile())
-        raise CorruptFileError(f"{path}: expected one {name} in the .nemo archive, found {len(hits)} "
-                               f"(members: {found}); the download is incomplete or this is not a NeMo model file")
+        raise CorruptFileError(
+            f"{path}: expected one {name} in the .nemo archive, found {len(hits)} "
+            f"(members: {found}); the download is incomplete or this is not a NeMo model file"
+        )
     return hits[0]
+
+
+def _member_file(tar: tarfile.TarFile, member: tarfile.TarInfo):
+    f = tar.extractfile(member)
+    if f is None:
+        raise CorruptFileError(f"{member.name} in the archive is not a regular file")
+    return f
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> bytes:
     try:
-        data = tar.extractfile(member).read()
+        data = _member_file(tar, member).read()
     except (tarfile.ReadError, EOFError, OSError) as e:
-        raise CorruptFileError(f"{path}: cannot read {member.name} ({e}): the archive is truncated or "
-                               f"corrupted; re-download it") from None
+        raise CorruptFileError(
+            f"{path}: cannot read {member.name} ({e}): the archive is truncated or corrupted; re-download it"
+        ) from None
     if len(data) != member.size:
-        raise CorruptFileError(f"{path}: {member.name} has {len(data)} of {member.size} bytes (unexpected end "
-                               f"of data): the archive is truncated; re-download it")
+        raise CorruptFileError(
+            f"{path}: {member.name} has {len(data)} of {member.size} bytes (unexpected end "
+            f"of data): the archive is truncated; re-download it"
+        )
     return data
 
 
@@ -118,10 +132,12 @@ def _seekable(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path):
     (seeking backwards in a gzip stream re-decompresses from the start)."""
     end = member.offset_data + member.size
     if path.stat().st_size < end and tar.fileobj.__class__.__name__ != "GzipFile":
-        raise CorruptFileError(f"{path}: {member.name} needs bytes up to offset {end} but the file has "
-                               f"{path.stat().st_size} (unexpected end of data): the archive is truncated; re-download it")
-    f = tar.extractfile(member)
-    if getattr(tar.fileobj, "__class__", None).__name__ == "GzipFile":
+        raise CorruptFileError(
+            f"{path}: {member.name} needs bytes up to offset {end} but the file has "
+            f"{path.stat().st_size} (unexpected end of data): the archive is truncated; re-download it"
+        )
+    f = _member_file(tar, member)
+    if tar.fileobj.__class__.__name__ == "GzipFile":
         with tempfile.TemporaryFile() as tmp:
             shutil.copyfileobj(f, tmp, 16 << 20)
             tmp.seek(0)

@@ -5,6 +5,7 @@ Every anonymous weight (``onnx::MatMul_<n>``, a folded ``onnx::Conv_<n>``) is fo
 an anchor: the named bias its MatMul feeds, ``pos_bias_v`` for ``linear_pos``, the named ``pointwise_conv2`` for
 the depthwise conv. Node names (``/layers.3/self_attn/linear_q/MatMul``) are used as a cross-check when present.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,11 +21,25 @@ from .schema import encoder_shapes, pre_encode_conv_indices
 from .sources import Source
 
 CACHE_INPUTS = ("cache_last_channel", "cache_last_time", "cache_last_channel_len")
-LAYER_LINEARS = ("feed_forward1.linear1", "feed_forward1.linear2", "self_attn.linear_q", "self_attn.linear_k",
-                 "self_attn.linear_v", "self_attn.linear_out", "self_attn.linear_pos",
-                 "feed_forward2.linear1", "feed_forward2.linear2")
-_CONV_PATH_OPS = SHAPE_OPS | {"Mul", "Sigmoid", "LayerNormalization", "BatchNormalization",
-                              "InstanceNormalization", "GroupNormalization"}
+LAYER_LINEARS = (
+    "feed_forward1.linear1",
+    "feed_forward1.linear2",
+    "self_attn.linear_q",
+    "self_attn.linear_k",
+    "self_attn.linear_v",
+    "self_attn.linear_out",
+    "self_attn.linear_pos",
+    "feed_forward2.linear1",
+    "feed_forward2.linear2",
+)
+_CONV_PATH_OPS = SHAPE_OPS | {
+    "Mul",
+    "Sigmoid",
+    "LayerNormalization",
+    "BatchNormalization",
+    "InstanceNormalization",
+    "GroupNormalization",
+}
 _NORM_OPS = {"LayerNormalization": "layer_norm", "BatchNormalization": "batch_norm"}
 
 
@@ -51,14 +66,25 @@ def read_encoder(g: Graph) -> tuple[EncoderConfig, dict, Lookahead]:
     look = read_lookahead(g)
     conv0 = convs[0]
     cfg = EncoderConfig(
-        feat_in=_feat_in(g), d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+        feat_in=_feat_in(g),
+        d_model=d_model,
+        n_layers=n_layers,
+        n_heads=n_heads,
         d_ff=linears["layers.0.feed_forward1.linear1"].shape[0],
-        conv_kernel_size=conv0.kernel, conv_context_size=conv0.context, conv_norm_type=conv0.norm,
-        subsampling="dw_striding", subsampling_factor=sub["factor"], subsampling_conv_channels=sub["channels"],
-        causal_downsampling=sub["causal"], att_context_size=look.att_context_size, att_context_sizes=None,
-        xscaling=_xscaling(g, p, d_model), pos_emb_max_len=_pe_rows(g, linears["layers.0.self_attn.linear_pos"]),
+        conv_kernel_size=conv0.kernel,
+        conv_context_size=conv0.context,
+        conv_norm_type=conv0.norm,
+        subsampling="dw_striding",
+        subsampling_factor=sub["factor"],
+        subsampling_conv_channels=sub["channels"],
+        causal_downsampling=sub["causal"],
+        att_context_size=look.att_context_size,
+        att_context_sizes=None,
+        xscaling=_xscaling(g, p, d_model),
+        pos_emb_max_len=_pe_rows(g, linears["layers.0.self_attn.linear_pos"]),
         use_bias=(p + "layers.0.self_attn.linear_q.bias") in g.inits,
-        has_cache_io=all(n in g.inputs for n in CACHE_INPUTS))
+        has_cache_io=all(n in g.inputs for n in CACHE_INPUTS),
+    )
     if d_k * n_heads != d_model:
         raise ModelLoadError(f"{g.name}: attention splits d_model {d_model} into {n_heads} heads of {d_k}")
     _check_io_dims(g, cfg)
@@ -74,8 +100,10 @@ def graph_prefix(g: Graph) -> str:
     names = list(g.inits)[:8]
     raise ModelLoadError(
         f"{g.name}: no FastConformer encoder found: expected an initializer named 'pre_encode.out.bias' "
-        f"(encoder-*.onnx) or 'encoder.pre_encode.out.bias' (CTC export), found {names}{' ...' if len(g.inits) > 8 else ''}. "
-        f"Export the encoder with NeMo's model.export()")
+        f"(encoder-*.onnx) or 'encoder.pre_encode.out.bias' (CTC export), found {names}"
+        f"{' ...' if len(g.inits) > 8 else ''}. "
+        f"Export the encoder with NeMo's model.export()"
+    )
 
 
 # --- anchors ------------------------------------------------------------------------------------------------
@@ -88,7 +116,7 @@ def scope_matches(node_name: str, module: str) -> bool:
     want = re.sub(r"\.(\d+)(?=\.|$)", r"#\1", module).split(".")
     want = [w.replace("#", ".") for w in want]
     have = node_name.split("/")
-    return any(have[i:i + len(want)] == want for i in range(len(have) - len(want) + 1))
+    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
 
 
 def linear_source(g: Graph, bias: str | None, module: str, what: str) -> Source:
@@ -97,8 +125,9 @@ def linear_source(g: Graph, bias: str | None, module: str, what: str) -> Source:
     if bias is not None and bias in g.inits:
         users = [n for n in g.consumers(bias) if n.op_type in ("Add", "Gemm")]
         if len(users) != 1:
-            raise WeightNotFoundError(f"{g.name}: cannot recover {what}: expected exactly one Add/Gemm consuming "
-                                      f"{bias!r}, found {len(users)}")
+            raise WeightNotFoundError(
+                f"{g.name}: cannot recover {what}: expected exactly one Add/Gemm consuming {bias!r}, found {len(users)}"
+            )
         add = users[0]
         if add.op_type == "Gemm":
             trans_b = next((a.i for a in add.attribute if a.name == "transB"), 0)
@@ -106,27 +135,39 @@ def linear_source(g: Graph, bias: str | None, module: str, what: str) -> Source:
         other = [t for t in add.input if t != bias]
         mm = g.producer(other[0]) if len(other) == 1 else None
         if mm is None or mm.op_type != "MatMul":
-            raise WeightNotFoundError(f"{g.name}: cannot recover {what}: the Add consuming {bias!r} is not fed by "
-                                      f"a MatMul (found {mm.op_type if mm is not None else 'a graph input'})")
+            raise WeightNotFoundError(
+                f"{g.name}: cannot recover {what}: the Add consuming {bias!r} is not fed by "
+                f"a MatMul (found {mm.op_type if mm is not None else 'a graph input'})"
+            )
         return _checked(g, mm, mm.input[1], module, what, "transpose")
-    hits = [n for n in g.nodes if n.op_type == "MatMul" and n.name and scope_matches(n.name, module)
-            and n.input[1] in g.inits]
+    hits = [
+        n
+        for n in g.nodes
+        if n.op_type == "MatMul" and n.name and scope_matches(n.name, module) and n.input[1] in g.inits
+    ]
     if len(hits) != 1:
-        raise WeightNotFoundError(f"{g.name}: cannot recover {what}: it has no bias to anchor on, and "
-                                  f"{len(hits)} MatMul nodes with a weight lie in scope {module!r} (expected 1)")
+        raise WeightNotFoundError(
+            f"{g.name}: cannot recover {what}: it has no bias to anchor on, and "
+            f"{len(hits)} MatMul nodes with a weight lie in scope {module!r} (expected 1)"
+        )
     return _checked(g, hits[0], hits[0].input[1], module, what, "transpose")
 
 
 def _checked(g: Graph, node, weight: str, module: str, what: str, transform: str) -> Source:
     if weight not in g.inits:
-        raise WeightNotFoundError(f"{g.name}: cannot recover {what}: {node.op_type} {node.name!r} takes "
-                                  f"{weight!r}, which is not an initializer")
+        raise WeightNotFoundError(
+            f"{g.name}: cannot recover {what}: {node.op_type} {node.name!r} takes "
+            f"{weight!r}, which is not an initializer"
+        )
     if not scope_matches(node.name, module):
-        raise WeightNotFoundError(f"{g.name}: cannot recover {what}: the graph leads to {node.op_type} "
-                                  f"{node.name!r}, whose name says it belongs to another module than {module!r}")
+        raise WeightNotFoundError(
+            f"{g.name}: cannot recover {what}: the graph leads to {node.op_type} "
+            f"{node.name!r}, whose name says it belongs to another module than {module!r}"
+        )
     if len(g.inits[weight].dims) != 2:
-        raise WeightNotFoundError(f"{g.name}: {what} should be 2-D, but {weight!r} has dims "
-                                  f"{list(g.inits[weight].dims)}")
+        raise WeightNotFoundError(
+            f"{g.name}: {what} should be 2-D, but {weight!r} has dims {list(g.inits[weight].dims)}"
+        )
     return Source(g.inits[weight], transform)
 
 
@@ -193,23 +234,30 @@ def _attr(node, name, default=None):
 def _subsampling(g: Graph, p: str) -> dict:
     """dw_striding: conv.0 (1 -> C, stride 2), then per further stride-2 stage a depthwise 3x3 (stride 2) and a
     pointwise 1x1. Factor, channels and causality from the Conv nodes and the Pad in front of conv.0."""
-    idx = sorted(int(m.group(1)) for n in g.inits if (m := re.fullmatch(re.escape(p) + r"pre_encode\.conv\.(\d+)\.weight", n)))
+    idx = sorted(
+        int(m.group(1)) for n in g.inits if (m := re.fullmatch(re.escape(p) + r"pre_encode\.conv\.(\d+)\.weight", n))
+    )
     convs = {i: _conv_node(g, f"{p}pre_encode.conv.{i}.weight", f"pre_encode.conv.{i}") for i in idx}
     w = {i: g.inits[f"{p}pre_encode.conv.{i}.weight"].dims for i in idx}
     factor = math.prod(int(_attr(convs[i], "strides", [1, 1])[0]) for i in idx)
     if 0 not in idx or factor < 2:
-        raise ModelLoadError(f"{g.name}: no strided pre_encode convolutions found (pre_encode.conv indices {idx}); "
-                             f"refimpl supports dw_striding subsampling")
+        raise ModelLoadError(
+            f"{g.name}: no strided pre_encode convolutions found (pre_encode.conv indices {idx}); "
+            f"refimpl supports dw_striding subsampling"
+        )
     channels = w[0][0]
     expected = pre_encode_conv_indices(factor)
     ok = [i for i, _ in expected] == idx and all(
-        (kind == "conv" and w[i][1] == 1 and _attr(convs[i], "group", 1) == 1) or
-        (kind == "depthwise" and _attr(convs[i], "group", 1) == channels) or
-        (kind == "pointwise" and tuple(w[i][2:]) == (1, 1))
-        for i, kind in expected)
+        (kind == "conv" and w[i][1] == 1 and _attr(convs[i], "group", 1) == 1)
+        or (kind == "depthwise" and _attr(convs[i], "group", 1) == channels)
+        or (kind == "pointwise" and tuple(w[i][2:]) == (1, 1))
+        for i, kind in expected
+    )
     if not ok:
-        raise ModelLoadError(f"{g.name}: the pre_encode convolutions (indices {idx}, weights {list(w.values())}) "
-                             f"are not NeMo's dw_striding subsampling; refimpl supports dw_striding only")
+        raise ModelLoadError(
+            f"{g.name}: the pre_encode convolutions (indices {idx}, weights {list(w.values())}) "
+            f"are not NeMo's dw_striding subsampling; refimpl supports dw_striding only"
+        )
     return {"factor": factor, "channels": channels, "causal": _causal_pre_encode(g, convs[0])}
 
 
@@ -242,14 +290,16 @@ def _depthwise_conv(g: Graph, p: str, i: int) -> _DWConv:
     node, passed = g.walk_up(pw2.input[0], through=_CONV_PATH_OPS)
     module = f"layers.{i}.conv.depthwise_conv"
     if node is None or node.op_type != "Conv" or node.input[1] not in g.inits:
-        raise WeightNotFoundError(f"{g.name}: cannot find encoder.{module}: no Conv with a weight upstream of "
-                                  f"{pw2.name or 'pointwise_conv2'}")
+        raise WeightNotFoundError(
+            f"{g.name}: cannot find encoder.{module}: no Conv with a weight upstream of {pw2.name or 'pointwise_conv2'}"
+        )
     if not scope_matches(node.name, module):
         raise WeightNotFoundError(f"{g.name}: the Conv upstream of pointwise_conv2 is {node.name!r}, not {module}")
     norms = [n.op_type for n in passed if "Normalization" in n.op_type]
     if len(norms) > 1 or (norms and norms[0] not in _NORM_OPS):
-        raise ModelLoadError(f"{g.name}: layer {i} conv module uses {norms}; refimpl supports layer_norm and "
-                             f"batch_norm")
+        raise ModelLoadError(
+            f"{g.name}: layer {i} conv module uses {norms}; refimpl supports layer_norm and batch_norm"
+        )
     norm = _NORM_OPS[norms[0]] if norms else "folded_batch_norm"
     weight = g.inits[node.input[1]]
     kernel = weight.dims[-1]
@@ -264,8 +314,9 @@ def _conv_context(g: Graph, conv, kernel: int) -> tuple:
     src = g.producer(conv.input[0])
     cached = src is not None and src.op_type == "Concat"
     if cached:
-        src = next((g.producer(t) for t in src.input if g.producer(t) is not None
-                    and g.producer(t).op_type == "Pad"), None)
+        src = next(
+            (g.producer(t) for t in src.input if g.producer(t) is not None and g.producer(t).op_type == "Pad"), None
+        )
     pads = (0, 0)
     if src is not None and src.op_type == "Pad":
         v = g.const(src.input[1])
@@ -276,7 +327,9 @@ def _conv_context(g: Graph, conv, kernel: int) -> tuple:
     if cached:
         left = kernel - 1 - right
     if left + right + 1 != kernel:
-        raise ModelLoadError(f"{g.name}: depthwise conv {conv.name!r} pads ({left}, {right}) do not fit kernel {kernel}")
+        raise ModelLoadError(
+            f"{g.name}: depthwise conv {conv.name!r} pads ({left}, {right}) do not fit kernel {kernel}"
+        )
     return (left, right)
 
 
@@ -303,18 +356,22 @@ def _heads(g: Graph, p: str, q: Source) -> tuple[int, int]:
                 shapes.append(tuple(tail))
     u = g.inits[p + "layers.0.self_attn.pos_bias_u"].dims
     if len(shapes) != 1:
-        raise ModelLoadError(f"{g.name}: cannot read the number of heads: expected one Reshape of linear_q's "
-                             f"output with constant [.., H, d_k], found {shapes}")
+        raise ModelLoadError(
+            f"{g.name}: cannot read the number of heads: expected one Reshape of linear_q's "
+            f"output with constant [.., H, d_k], found {shapes}"
+        )
     if shapes[0] != tuple(u):
-        raise ModelLoadError(f"{g.name}: attention Reshape gives (n_heads, d_k) = {shapes[0]}, but pos_bias_u has "
-                             f"shape {list(u)}")
+        raise ModelLoadError(
+            f"{g.name}: attention Reshape gives (n_heads, d_k) = {shapes[0]}, but pos_bias_u has shape {list(u)}"
+        )
     return shapes[0]
 
 
 def _xscaling(g: Graph, p: str, d_model: int) -> bool:
     """x * sqrt(d_model) in front of layer 0 (RelPositionalEncoding with xscale)."""
-    ln = next((n for n in g.consumers(p + "layers.0.norm_feed_forward1.weight")
-               if n.op_type == "LayerNormalization"), None)
+    ln = next(
+        (n for n in g.consumers(p + "layers.0.norm_feed_forward1.weight") if n.op_type == "LayerNormalization"), None
+    )
     mul = g.producer(ln.input[0]) if ln is not None else None
     if mul is None or mul.op_type != "Mul":
         return False
@@ -322,8 +379,10 @@ def _xscaling(g: Graph, p: str, d_model: int) -> bool:
     if len(scale) != 1 or scale[0].size != 1:
         return False
     if not math.isclose(float(scale[0].reshape(-1)[0]), math.sqrt(d_model), rel_tol=1e-6):
-        raise ModelLoadError(f"{g.name}: x is scaled by {float(scale[0].reshape(-1)[0])} before layer 0, "
-                             f"expected sqrt(d_model) = {math.sqrt(d_model)}")
+        raise ModelLoadError(
+            f"{g.name}: x is scaled by {float(scale[0].reshape(-1)[0])} before layer 0, "
+            f"expected sqrt(d_model) = {math.sqrt(d_model)}"
+        )
     return True
 
 
@@ -346,8 +405,12 @@ def _pe_rows(g: Graph, linear_pos: Source) -> int:
 def pe_table_name(g: Graph) -> str | None:
     """Name of the positional table tensor if it is an initializer (it is a Constant node in NeMo's export)."""
     for name, ref in g.inits.items():
-        if len(ref.dims) == 3 and ref.dims[0] == 1 and ref.dims[1] % 2 == 1 and any(
-                n.op_type == "Slice" for n in g.consumers(name)):
+        if (
+            len(ref.dims) == 3
+            and ref.dims[0] == 1
+            and ref.dims[1] % 2 == 1
+            and any(n.op_type == "Slice" for n in g.consumers(name))
+        ):
             return name
     return None
 
@@ -385,12 +448,15 @@ def _decide(g: Graph, ev: dict, cached: bool) -> tuple:
     cs, left_chunks = ev.get("chunked mask chunk size (R+1)"), ev.get("chunked mask left_chunks")
 
     def fail(why):
-        raise IncompatibleModelError(f"{g.name}: cannot tell the look-ahead this encoder was exported for: {why}. "
-                                     f"Constants found: {ev}")
+        raise IncompatibleModelError(
+            f"{g.name}: cannot tell the look-ahead this encoder was exported for: {why}. Constants found: {ev}"
+        )
 
     if cs is None:
-        fail("no chunked_limited attention mask in the graph (refimpl supports att_context_style "
-             "chunked_limited, which NeMo's cache-aware streaming models use)")
+        fail(
+            "no chunked_limited attention mask in the graph (refimpl supports att_context_style "
+            "chunked_limited, which NeMo's cache-aware streaming models use)"
+        )
     if not cached:
         return (left_chunks * cs, cs - 1)
     if len(lens) != 1:
@@ -399,8 +465,10 @@ def _decide(g: Graph, ev: dict, cached: bool) -> tuple:
         fail(f"the cache size constants disagree or are missing ({sorted(caches)})")
     valid, left = lens.pop(), caches.pop()
     if valid != cs:
-        fail(f"the output keeps {valid} frames (R = {valid - 1}) but the attention mask uses chunks of {cs} "
-             f"(R = {cs - 1})")
+        fail(
+            f"the output keeps {valid} frames (R = {valid - 1}) but the attention mask uses chunks of {cs} "
+            f"(R = {cs - 1})"
+        )
     if left // cs != left_chunks:
         fail(f"cache size {left} with chunks of {cs} gives {left // cs} left chunks, the mask says {left_chunks}")
     return (left, valid - 1)
@@ -470,16 +538,20 @@ def _cache_slice(g: Graph):
 
 
 def _check_io_dims(g: Graph, cfg: EncoderConfig) -> None:
-    want = {"cache_last_channel": {1: cfg.n_layers, 3: cfg.d_model},
-            "cache_last_time": {1: cfg.n_layers, 2: cfg.d_model}}
+    want = {
+        "cache_last_channel": {1: cfg.n_layers, 3: cfg.d_model},
+        "cache_last_time": {1: cfg.n_layers, 2: cfg.d_model},
+    }
     for name, dims in want.items():
         if name not in g.inputs:
             continue
         have = g.input_dims(name)
         for axis, value in dims.items():
             if len(have) != 4 or (isinstance(have[axis], int) and have[axis] != value):
-                raise ModelLoadError(f"{g.name}: input {name} has shape {have}, expected [B, {cfg.n_layers}, ...] "
-                                     f"with {value} at axis {axis} (n_layers {cfg.n_layers}, d_model {cfg.d_model})")
+                raise ModelLoadError(
+                    f"{g.name}: input {name} has shape {have}, expected [B, {cfg.n_layers}, ...] "
+                    f"with {value} at axis {axis} (n_layers {cfg.n_layers}, d_model {cfg.d_model})"
+                )
     if "outputs" in g.outputs:
         d = g.outputs["outputs"].type.tensor_type.shape.dim
         if len(d) == 3 and d[1].HasField("dim_value") and d[1].dim_value != cfg.d_model:
@@ -491,7 +563,7 @@ def _sources(g: Graph, p: str, cfg: EncoderConfig, linears: dict, convs: list) -
     """NeMo name -> Source for every encoder parameter of the schema."""
     out = {}
     for name in encoder_shapes(cfg):
-        rel = name[len("encoder."):]
+        rel = name[len("encoder.") :]
         module, leaf = rel.rsplit(".", 1)
         if module in linears and leaf == "weight":
             out[name] = linears[module]

@@ -5,6 +5,7 @@ Here the protobuf wire format is walked directly: everything except the initiali
 with ``onnx`` (nodes, inputs, outputs, small headers), and each initializer's bytes are located in the file and
 read on demand straight into a NumPy array. Config detection therefore reads no weights at all.
 """
+
 from __future__ import annotations
 
 import sys
@@ -61,14 +62,16 @@ class TensorRef:
         if arr.nbytes != self.nbytes:
             raise CorruptFileError(
                 f"{self.path}: initializer {self.name!r} holds {self.nbytes} bytes, but dims {list(self.dims)} of "
-                f"{self.dtype} need {arr.nbytes}; the file is corrupted: re-download or re-export it")
+                f"{self.dtype} need {arr.nbytes}; the file is corrupted: re-download or re-export it"
+            )
         with open(self.path, "rb") as f:
             f.seek(self.offset)
             got = f.readinto(memoryview(arr).cast("B"))
         if got != self.nbytes:
             raise CorruptFileError(
                 f"{self.path}: initializer {self.name!r} ends after {got} of {self.nbytes} bytes (file size "
-                f"{self.path.stat().st_size}): the file is truncated: re-download or re-export it")
+                f"{self.path.stat().st_size}): the file is truncated: re-download or re-export it"
+            )
         if sys.byteorder == "big":  # ONNX raw_data is little-endian
             arr = arr.byteswap()
         return arr.reshape(self.dims)
@@ -97,15 +100,18 @@ def read_onnx(path) -> OnnxFile:
     except _Truncated as e:
         raise CorruptFileError(
             f"{path} ({size} bytes) is truncated or corrupted: {e} (protobuf: unexpected end of data). "
-            f"Re-download it, or re-export it with NeMo's model.export()") from None
+            f"Re-download it, or re-export it with NeMo's model.export()"
+        ) from None
     except (_Malformed, DecodeError) as e:
         raise CorruptFileError(
             f"{path} ({size} bytes, starting {_head(path)}) is not a readable ONNX model: {e}. Expected an ONNX "
-            f"protobuf as written by NeMo's model.export(); re-download or re-export it") from None
+            f"protobuf as written by NeMo's model.export(); re-download or re-export it"
+        ) from None
     if not model.HasField("graph") or not model.graph.node or model.ir_version == 0:
         raise CorruptFileError(
             f"{path} ({size} bytes, starting {_head(path)}) is not an ONNX model: no graph nodes / IR version "
-            f"found. Expected an ONNX file written by NeMo's model.export(); re-download or re-export it")
+            f"found. Expected an ONNX file written by NeMo's model.export(); re-download or re-export it"
+        )
     return OnnxFile(path, model, inits)
 
 
@@ -155,9 +161,13 @@ def _read_tensor(f, start: int, end: int, path: Path) -> TensorRef:
         if "location" not in ext or not where.is_file():
             raise CorruptFileError(
                 f"{path}: initializer {proto.name!r} keeps its data in an external file {ext.get('location')!r}, "
-                f"which is missing next to the model; copy it there or re-export without external data")
-        n = int(ext.get("length", 0)) or int(np.prod(dims, dtype=np.int64)) * np.dtype(
-            onnx.helper.tensor_dtype_to_np_dtype(proto.data_type)).itemsize
+                f"which is missing next to the model; copy it there or re-export without external data"
+            )
+        n = (
+            int(ext.get("length", 0))
+            or int(np.prod(dims, dtype=np.int64))
+            * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(proto.data_type)).itemsize
+        )
         return TensorRef(proto.name, dims, proto.data_type, where, int(ext.get("offset", 0)), n, proto)
     return TensorRef(proto.name, dims, proto.data_type, path, None, 0, proto)
 
@@ -205,7 +215,8 @@ def _fields(f, start: int, end: int):
         else:
             raise _Malformed(f"wire type {wire} (field {field}) at offset {pos}")
         if pend > end:
-            raise _Truncated(f"field {field} at offset {pos} needs bytes up to offset {pend}, but its container "
-                             f"ends at {end}")
+            raise _Truncated(
+                f"field {field} at offset {pos} needs bytes up to offset {pend}, but its container ends at {end}"
+            )
         yield field, wire, pos, p, pend
         pos = pend

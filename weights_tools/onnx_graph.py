@@ -1,6 +1,7 @@
 """An index over one ONNX graph: who produces and who consumes each tensor, and the value of small constant
 sub-graphs (shape constants, pads, mask sizes), folded with NumPy. Used to follow the graph from known anchors;
 never to count or order initializers."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -144,8 +145,7 @@ def _slice(args, attrs):
 
 def _reshape(args, attrs):
     data, shape = args
-    shape = [int(data.shape[i]) if (s == 0 and not attrs.get("allowzero", 0)) else int(s)
-             for i, s in enumerate(shape)]
+    shape = [int(data.shape[i]) if (s == 0 and not attrs.get("allowzero", 0)) else int(s) for i, s in enumerate(shape)]
     return data.reshape(shape)
 
 
@@ -177,8 +177,9 @@ _FOLD = {
     "Transpose": lambda a, k: np.transpose(a[0], k.get("perm")),
     "Unsqueeze": _unsqueeze,
     "Squeeze": _squeeze,
-    "ConstantOfShape": lambda a, k: np.full([int(s) for s in a[0]], numpy_helper.to_array(k["value"]).reshape(-1)[0]
-                                            if "value" in k else np.float32(0)),
+    "ConstantOfShape": lambda a, k: np.full(
+        [int(s) for s in a[0]], numpy_helper.to_array(k["value"]).reshape(-1)[0] if "value" in k else np.float32(0)
+    ),
     "Neg": lambda a, k: -a[0],
     "Add": lambda a, k: a[0] + a[1],
     "Sub": lambda a, k: a[0] - a[1],

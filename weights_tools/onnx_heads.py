@@ -1,5 +1,6 @@
 """The decoding heads inside ONNX graphs: NeMo's ``decoder_joint-*.onnx`` (RNNTDecoder LSTM + RNNTJoint) and
 the CTC head (``ConvASRDecoder``) of a single-graph CTC export."""
+
 from __future__ import annotations
 
 import re
@@ -18,29 +19,44 @@ _LSTM = "decoder.prediction.dec_rnn.lstm"
 def read_decoder_joint(g: Graph) -> tuple[RNNTConfig, dict, int]:
     """(config, NeMo name -> Source, d_model the joint expects from the encoder)."""
     if _EMBED not in g.inits or "joint.enc.bias" not in g.inits:
-        raise ModelLoadError(f"{g.name}: not a NeMo decoder_joint export: expected initializers {_EMBED!r} and "
-                             f"'joint.enc.bias', found {list(g.inits)[:8]}")
+        raise ModelLoadError(
+            f"{g.name}: not a NeMo decoder_joint export: expected initializers {_EMBED!r} and "
+            f"'joint.enc.bias', found {list(g.inits)[:8]}"
+        )
     out_idx = _joint_net_index(g)
     lstms = _lstm_chain(g)
     embed = g.inits[_EMBED].dims
     enc = linear_source(g, "joint.enc.bias", "joint.enc", "joint.enc.weight")
     pred = linear_source(g, "joint.pred.bias", "joint.pred", "joint.pred.weight")
-    out = linear_source(g, f"joint.joint_net.{out_idx}.bias", f"joint_net.{out_idx}", f"joint.joint_net.{out_idx}.weight")
-    cfg = RNNTConfig(vocab_size=g.inits[f"joint.joint_net.{out_idx}.bias"].dims[0] - 1, pred_hidden=embed[1],
-                     pred_rnn_layers=len(lstms), joint_hidden=g.inits["joint.enc.bias"].dims[0])
+    out = linear_source(
+        g, f"joint.joint_net.{out_idx}.bias", f"joint_net.{out_idx}", f"joint.joint_net.{out_idx}.weight"
+    )
+    cfg = RNNTConfig(
+        vocab_size=g.inits[f"joint.joint_net.{out_idx}.bias"].dims[0] - 1,
+        pred_hidden=embed[1],
+        pred_rnn_layers=len(lstms),
+        joint_hidden=g.inits["joint.enc.bias"].dims[0],
+    )
     if embed[0] != cfg.vocab_size + 1:
-        raise ModelLoadError(f"{g.name}: the embedding has {embed[0]} rows but the joint emits "
-                             f"{cfg.vocab_size + 1} classes (vocab + blank)")
-    sources = {_EMBED: Source(g.inits[_EMBED]), "joint.enc.weight": enc, "joint.pred.weight": pred,
-               f"joint.joint_net.{out_idx}.weight": out}
+        raise ModelLoadError(
+            f"{g.name}: the embedding has {embed[0]} rows but the joint emits "
+            f"{cfg.vocab_size + 1} classes (vocab + blank)"
+        )
+    sources = {
+        _EMBED: Source(g.inits[_EMBED]),
+        "joint.enc.weight": enc,
+        "joint.pred.weight": pred,
+        f"joint.joint_net.{out_idx}.weight": out,
+    }
     for name in ("joint.enc.bias", "joint.pred.bias", f"joint.joint_net.{out_idx}.bias"):
         sources[name] = Source(g.inits[name])
     for layer, node in enumerate(lstms):
         sources.update(_lstm_sources(g, node, layer))
     want = rnnt_shapes(cfg, enc.shape[1], out_idx)
     if set(want) != set(sources):
-        raise WeightNotFoundError(f"{g.name}: decoder_joint weights found {sorted(set(sources) ^ set(want))} "
-                                  f"differ from the architecture's")
+        raise WeightNotFoundError(
+            f"{g.name}: decoder_joint weights found {sorted(set(sources) ^ set(want))} differ from the architecture's"
+        )
     return cfg, sources, enc.shape[1]
 
 
@@ -78,11 +94,16 @@ def _lstm_chain(g: Graph) -> list:
 def _lstm_sources(g: Graph, node, layer: int) -> dict:
     """ONNX LSTM inputs W [1, 4H, X], R [1, 4H, H], B [1, 8H] -> PyTorch weight_ih/weight_hh/bias_ih/bias_hh."""
     if len(node.input) < 4 or any(t not in g.inits for t in node.input[1:4]):
-        raise WeightNotFoundError(f"{g.name}: LSTM {node.name!r} (layer {layer}) does not take W, R and B "
-                                  f"as initializers")
+        raise WeightNotFoundError(
+            f"{g.name}: LSTM {node.name!r} (layer {layer}) does not take W, R and B as initializers"
+        )
     w, r, b = (g.inits[t] for t in node.input[1:4])
-    return {f"{_LSTM}.weight_ih_l{layer}": Source(w, "lstm_w"), f"{_LSTM}.weight_hh_l{layer}": Source(r, "lstm_w"),
-            f"{_LSTM}.bias_ih_l{layer}": Source(b, "lstm_b_ih"), f"{_LSTM}.bias_hh_l{layer}": Source(b, "lstm_b_hh")}
+    return {
+        f"{_LSTM}.weight_ih_l{layer}": Source(w, "lstm_w"),
+        f"{_LSTM}.weight_hh_l{layer}": Source(r, "lstm_w"),
+        f"{_LSTM}.bias_ih_l{layer}": Source(b, "lstm_b_ih"),
+        f"{_LSTM}.bias_hh_l{layer}": Source(b, "lstm_b_hh"),
+    }
 
 
 def read_ctc_head(g: Graph) -> tuple[int, dict, str] | None:

@@ -5,6 +5,7 @@ Layouts NeMo's ``model.export`` writes:
 - CTC head: one ``<name>.onnx`` (encoder + CTC head) whose first output is ``logprobs``
 plus, next to them, the ``tokenizer.model`` of the model (optional).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,9 +38,20 @@ class Export:
     tokenizer: Path | None
 
     @property
+    def encoder_graph(self) -> Path:
+        """The graph holding the encoder: encoder-*.onnx, or the CTC single graph."""
+        path = self.encoder or self.ctc
+        if path is None:
+            raise ModelLoadError("the export has no encoder graph (encoder-*.onnx or a CTC export)")
+        return path
+
+    @property
     def graphs(self) -> list[tuple[str, Path]]:
-        return [(role, p) for role, p in (("encoder", self.encoder), ("decoder_joint", self.decoder_joint),
-                                          ("encoder+ctc", self.ctc)) if p is not None]
+        return [
+            (role, p)
+            for role, p in (("encoder", self.encoder), ("decoder_joint", self.decoder_joint), ("encoder+ctc", self.ctc))
+            if p is not None
+        ]
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,7 @@ class Plan:
     export: Export
 
 
-def load_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bool = False
-              ) -> tuple[ModelConfig, dict]:
+def load_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bool = False) -> tuple[ModelConfig, dict]:
     """(config, nested dict of read-only float32 arrays keyed by NeMo's state_dict names, NeMo's layouts).
 
     ``model_dir``: a folder with NeMo's export, or one .onnx file (an encoder-*.onnx finds its
@@ -79,7 +90,8 @@ def plan_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bo
         raise NoCacheSupportError(
             f"{enc_graph.file.path} was exported without cache support: its inputs are {list(enc_graph.inputs)}, "
             f"a streaming encoder also takes {', '.join(CACHE_INPUTS)}. It cannot stream (every call would start "
-            f"from empty context). To fix, {NoCacheSupportError.HOW_TO_FIX}")
+            f"from empty context). To fix, {NoCacheSupportError.HOW_TO_FIX}"
+        )
     graphs, claimed = [enc_graph], list(sources.values())  # every graph read, every initializer matched
     rnnt = ctc = None
     if export.decoder_joint is not None:
@@ -89,7 +101,8 @@ def plan_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bo
             raise IncompatibleModelError(
                 f"{export.decoder_joint.name} does not fit {enc_graph.name}: its joint.enc takes encoder outputs "
                 f"of size {d_in}, but the encoder's d_model is {enc_cfg.d_model}. The two files come from "
-                f"different models: export both from the same .nemo")
+                f"different models: export both from the same .nemo"
+            )
         sources.update(dj_sources)
         graphs.append(dj)
     if export.ctc is not None:
@@ -101,8 +114,9 @@ def plan_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bo
             claimed += ctc_enc_sources.values()
         head = read_ctc_head(ctc_graph)
         if head is None:
-            raise ModelLoadError(f"{export.ctc}: its first output is 'logprobs' but no CTC head "
-                                 f"(*.decoder_layers.0.weight) was found")
+            raise ModelLoadError(
+                f"{export.ctc}: its first output is 'logprobs' but no CTC head (*.decoder_layers.0.weight) was found"
+            )
         vocab, ctc_sources, _ = head
         sources.update(ctc_sources)
         ctc = CTCConfig(vocab_size=vocab)
@@ -112,25 +126,34 @@ def plan_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bo
     _check_claimed_once(sources)
     if rnnt is not None and ctc is not None and rnnt.vocab_size != ctc.vocab_size:
         raise IncompatibleModelError(
-            f"{export.decoder_joint.name} (RNNT) has a vocabulary of {rnnt.vocab_size} but {export.ctc.name} (CTC) "
-            f"has {ctc.vocab_size}: they come from different models; export both from the same .nemo")
+            f"{_name(export.decoder_joint)} (RNNT) has a vocabulary of {rnnt.vocab_size} but {_name(export.ctc)} (CTC) "
+            f"has {ctc.vocab_size}: they come from different models; export both from the same .nemo"
+        )
     if rnnt is None and ctc is None:
-        raise ModelLoadError(f"{export.encoder}: an encoder without a decoding head: expected a "
-                             f"decoder_joint-*.onnx next to it (RNNT) or a CTC export")
+        raise ModelLoadError(
+            f"{export.encoder}: an encoder without a decoding head: expected a "
+            f"decoder_joint-*.onnx next to it (RNNT) or a CTC export"
+        )
     tok = export.tokenizer.read_bytes() if export.tokenizer is not None else None
-    where = export.encoder or export.ctc
+    where = export.encoder_graph
     source = f"onnx:{where.parent if export.encoder else where}"
     if not enc_cfg.has_cache_io:
-        source += (" (exported without cache I/O: the left context is read as left_chunks x chunk size of the "
-                   "chunked attention mask)")
+        source += (
+            " (exported without cache I/O: the left context is read as left_chunks x chunk size of the "
+            "chunked attention mask)"
+        )
     enc_cfg = dataclasses.replace(enc_cfg, att_context_sizes=_normalize(att_context_sizes))
-    config = ModelConfig(preprocessor=PreprocessorConfig(), encoder=enc_cfg, rnnt=rnnt, ctc=ctc, source=source,
-                         tokenizer_model=tok)
+    config = ModelConfig(
+        preprocessor=PreprocessorConfig(), encoder=enc_cfg, rnnt=rnnt, ctc=ctc, source=source, tokenizer_model=tok
+    )
     if nemo is not None:
         config = merge_nemo(config, nemo, str(where))
     if config.tokenizer_model is not None:
-        check_tokenizer(config.tokenizer_model, config.vocab_size,
-                        str(export.tokenizer) if export.tokenizer is not None else f"{nemo} tokenizer")
+        check_tokenizer(
+            config.tokenizer_model,
+            config.vocab_size,
+            str(export.tokenizer) if export.tokenizer is not None else f"{nemo} tokenizer",
+        )
     return Plan(config, sources, look, export)
 
 
@@ -139,8 +162,9 @@ def find_export(model) -> Export:
     """Which file is the encoder, the decoder_joint, the CTC graph, the tokenizer."""
     path = Path(model)
     if not path.exists():
-        raise ModelLoadError(f"{path}: no such file or folder (expected a folder with NeMo's ONNX export, or an "
-                             f".onnx file)")
+        raise ModelLoadError(
+            f"{path}: no such file or folder (expected a folder with NeMo's ONNX export, or an .onnx file)"
+        )
     if path.is_file():
         return _export_of_file(path)
     onnx_files = sorted(path.glob("*.onnx"))
@@ -148,40 +172,54 @@ def find_export(model) -> Export:
     dj = [p for p in onnx_files if p.name.startswith("decoder_joint-")]
     others = [p for p in onnx_files if p not in enc and p not in dj]
     ctc = [p for p in others if _first_output(p) == "logprobs"]
-    for what, hits in (("encoder-*.onnx", enc), ("decoder_joint-*.onnx", dj), ("CTC (*.onnx with output 'logprobs')", ctc)):
+    for what, hits in (
+        ("encoder-*.onnx", enc),
+        ("decoder_joint-*.onnx", dj),
+        ("CTC (*.onnx with output 'logprobs')", ctc),
+    ):
         if len(hits) > 1:
-            raise ModelLoadError(f"{path}: expected at most one {what}, found {[p.name for p in hits]}; keep one "
-                                 f"model's export per folder")
+            raise ModelLoadError(
+                f"{path}: expected at most one {what}, found {[p.name for p in hits]}; keep one "
+                f"model's export per folder"
+            )
     if not enc and not ctc:
         found = sorted(p.name for p in path.iterdir())
         raise ModelLoadError(
             f"{path}: no encoder found. Expected encoder-<name>.onnx + decoder_joint-<name>.onnx (NeMo's RNNT "
-            f"export) or one <name>.onnx whose first output is 'logprobs' (CTC export); found {found}")
+            f"export) or one <name>.onnx whose first output is 'logprobs' (CTC export); found {found}"
+        )
     if dj and not enc:
         raise ModelLoadError(f"{path}: {dj[0].name} without its encoder-*.onnx; found {[p.name for p in onnx_files]}")
     tok = path / TOKENIZER
-    return Export(enc[0] if enc else None, dj[0] if dj else None, ctc[0] if ctc else None,
-                  tok if tok.is_file() else None)
+    return Export(
+        enc[0] if enc else None, dj[0] if dj else None, ctc[0] if ctc else None, tok if tok.is_file() else None
+    )
+
+
+def _name(path: Path | None) -> str:
+    return path.name if path is not None else "(none)"
 
 
 def _export_of_file(path: Path) -> Export:
-    tok = path.parent / TOKENIZER
-    tok = tok if tok.is_file() else None
+    tok: Path | None = path.parent / TOKENIZER
+    tok = tok if tok is not None and tok.is_file() else None
     if path.name.startswith("decoder_joint-"):
-        enc = path.parent / ("encoder-" + path.name[len("decoder_joint-"):])
+        enc = path.parent / ("encoder-" + path.name[len("decoder_joint-") :])
         if not enc.is_file():
             raise ModelLoadError(f"{path}: a decoder_joint needs its encoder; expected {enc.name} next to it")
         return Export(enc, path, None, tok)
     if path.name.startswith("encoder-"):
-        dj = path.parent / ("decoder_joint-" + path.name[len("encoder-"):])
+        dj = path.parent / ("decoder_joint-" + path.name[len("encoder-") :])
         return Export(path, dj if dj.is_file() else None, None, tok)
     first = _first_output(path)
     if first == "logprobs":
         return Export(None, None, path, tok)
     if first == "outputs":  # an encoder saved under another name
         return Export(path, None, None, tok)
-    raise ModelLoadError(f"{path}: neither an encoder (first output 'outputs') nor a CTC export (first output "
-                         f"'logprobs'); its first output is {first!r}")
+    raise ModelLoadError(
+        f"{path}: neither an encoder (first output 'outputs') nor a CTC export (first output "
+        f"'logprobs'); its first output is {first!r}"
+    )
 
 
 def _first_output(path: Path) -> str | None:
@@ -194,25 +232,33 @@ def _second_encoder(export: Export, enc_cfg, sources: dict) -> tuple[Graph, dict
     g = Graph(read_onnx(export.ctc))
     cfg, ctc_sources, _ = read_encoder(g)
     if cfg != enc_cfg:
-        diff = {f.name: (getattr(enc_cfg, f.name), getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
-                if getattr(enc_cfg, f.name) != getattr(cfg, f.name)}
-        raise IncompatibleModelError(f"{export.ctc.name} and {export.encoder.name} hold different encoders "
-                                     f"(field: (encoder, ctc)): {diff}")
+        diff = {
+            f.name: (getattr(enc_cfg, f.name), getattr(cfg, f.name))
+            for f in dataclasses.fields(cfg)
+            if getattr(enc_cfg, f.name) != getattr(cfg, f.name)
+        }
+        raise IncompatibleModelError(
+            f"{_name(export.ctc)} and {_name(export.encoder)} hold different encoders (field: (encoder, ctc)): {diff}"
+        )
     for name, src in ctc_sources.items():
         if not np.array_equal(src.read(), sources[name].read()):
-            raise IncompatibleModelError(f"{export.ctc.name} and {export.encoder.name} hold different values for "
-                                         f"{name}: export both from the same .nemo")
+            raise IncompatibleModelError(
+                f"{_name(export.ctc)} and {_name(export.encoder)} hold different values for "
+                f"{name}: export both from the same .nemo"
+            )
     return g, ctc_sources
 
 
 def _check_claimed_once(sources: dict) -> None:
     """No tensor may be read as two NeMo weights (except the two halves of an LSTM bias)."""
-    seen = {}
+    seen: dict = {}
     for name, s in sources.items():
         key = (s.ref.path, s.ref.name, s.transform)
         if key in seen:
-            raise WeightNotFoundError(f"{s.ref.path.name}: initializer {s.ref.name!r} matches both {seen[key]} and "
-                                      f"{name}; the graph does not have the structure of NeMo's export")
+            raise WeightNotFoundError(
+                f"{s.ref.path.name}: initializer {s.ref.name!r} matches both {seen[key]} and "
+                f"{name}; the graph does not have the structure of NeMo's export"
+            )
         seen[key] = name
 
 
@@ -221,12 +267,17 @@ def _check_leftovers(g: Graph, claimed: list) -> None:
     been claimed by a NeMo name (``claimed``: Sources of any graph); the positional table is not a parameter."""
     used = {s.ref.name for s in claimed if s.ref.path == g.file.path}
     pe = pe_table_name(g)
-    left = [f"{n} {list(r.dims)}" for n, r in g.inits.items()
-            if n not in used and n != pe and r.size > 1 and r.dtype.kind == "f"]
+    left = [
+        f"{n} {list(r.dims)}"
+        for n, r in g.inits.items()
+        if n not in used and n != pe and r.size > 1 and r.dtype.kind == "f"
+    ]
     if left:
-        raise ModelLoadError(f"{g.name}: {len(left)} initializer(s) that look like parameters were not matched to "
-                             f"any NeMo weight: {left[:8]}. The graph does not have the structure of NeMo's "
-                             f"export (was it optimized or edited?)")
+        raise ModelLoadError(
+            f"{g.name}: {len(left)} initializer(s) that look like parameters were not matched to "
+            f"any NeMo weight: {left[:8]}. The graph does not have the structure of NeMo's "
+            f"export (was it optimized or edited?)"
+        )
 
 
 # --- tokenizer and .nemo ----------------------------------------------------------------------------------------
@@ -237,8 +288,10 @@ def check_tokenizer(data: bytes, vocab_size: int, where: str) -> None:
     except Exception:  # sentencepiece raises RuntimeError/OSError depending on version
         raise ModelLoadError(f"{where}: not a SentencePiece model ({len(data)} bytes)") from None
     if sp.GetPieceSize() != vocab_size:
-        raise IncompatibleModelError(f"{where}: the tokenizer has {sp.GetPieceSize()} pieces, but the model's "
-                                     f"vocabulary is {vocab_size} (+ blank): it belongs to another model")
+        raise IncompatibleModelError(
+            f"{where}: the tokenizer has {sp.GetPieceSize()} pieces, but the model's "
+            f"vocabulary is {vocab_size} (+ blank): it belongs to another model"
+        )
 
 
 def _normalize(att_context_sizes):
@@ -248,9 +301,23 @@ def _normalize(att_context_sizes):
     return tuple(tuple(int(x) for x in a) for a in sizes)
 
 
-_ENCODER_FIELDS = ("feat_in", "d_model", "n_layers", "n_heads", "d_ff", "conv_kernel_size", "conv_context_size",
-                   "subsampling", "subsampling_factor", "subsampling_conv_channels", "causal_downsampling",
-                   "xscaling", "use_bias", "self_attention_model", "att_context_style")
+_ENCODER_FIELDS = (
+    "feat_in",
+    "d_model",
+    "n_layers",
+    "n_heads",
+    "d_ff",
+    "conv_kernel_size",
+    "conv_context_size",
+    "subsampling",
+    "subsampling_factor",
+    "subsampling_conv_channels",
+    "causal_downsampling",
+    "xscaling",
+    "use_bias",
+    "self_attention_model",
+    "att_context_style",
+)
 
 
 def merge_nemo(config: ModelConfig, nemo, where: str) -> ModelConfig:
@@ -274,13 +341,22 @@ def merge_nemo(config: ModelConfig, nemo, where: str) -> ModelConfig:
         raise IncompatibleModelError(f"{where} does not match {nemo} (field: (graph, .nemo)): {diff}")
     att = _nemo_lookahead(e, ne, where, nemo)
     enc = dataclasses.replace(e, att_context_size=att, att_context_sizes=ne.att_context_sizes)
-    rnnt = dataclasses.replace(config.rnnt, max_symbols=n.rnnt.max_symbols) if config.rnnt else None
+    rnnt = (
+        dataclasses.replace(config.rnnt, max_symbols=n.rnnt.max_symbols)
+        if config.rnnt is not None and n.rnnt is not None
+        else config.rnnt
+    )
     tok = config.tokenizer_model
     if tok is not None and n.tokenizer_model is not None and tok != n.tokenizer_model:
         raise IncompatibleModelError(f"the tokenizer.model next to {where} differs from the one inside {nemo}")
-    return dataclasses.replace(config, encoder=enc, rnnt=rnnt, preprocessor=n.preprocessor,
-                               tokenizer_model=tok if tok is not None else n.tokenizer_model,
-                               source=f"{config.source} + nemo:{nemo}")
+    return dataclasses.replace(
+        config,
+        encoder=enc,
+        rnnt=rnnt,
+        preprocessor=n.preprocessor,
+        tokenizer_model=tok if tok is not None else n.tokenizer_model,
+        source=f"{config.source} + nemo:{nemo}",
+    )
 
 
 def _nemo_lookahead(e, ne, where: str, nemo) -> tuple:
@@ -289,5 +365,7 @@ def _nemo_lookahead(e, ne, where: str, nemo) -> tuple:
     same_r = [a for a in ne.att_context_sizes if a[1] == e.att_context_size[1]]
     if not e.has_cache_io and len(same_r) == 1:
         return same_r[0]  # without cache I/O the graph only bounds the left context
-    raise IncompatibleModelError(f"{where} was exported for look-ahead {list(e.att_context_size)}, which is not "
-                                 f"among the look-aheads {[list(a) for a in ne.att_context_sizes]} of {nemo}")
+    raise IncompatibleModelError(
+        f"{where} was exported for look-ahead {list(e.att_context_size)}, which is not "
+        f"among the look-aheads {[list(a) for a in ne.att_context_sizes]} of {nemo}"
+    )

@@ -2,6 +2,7 @@
 
 Both loaders check what they return against this table: a missing, surplus or mis-shaped weight is an error.
 """
+
 from __future__ import annotations
 
 from .config import EncoderConfig, PreprocessorConfig, RNNTConfig
@@ -27,8 +28,10 @@ def pre_encode_conv_indices(subsampling_factor: int) -> list[tuple[int, str]]:
 
 
 def preprocessor_shapes(pre: PreprocessorConfig) -> dict:
-    return {"preprocessor.featurizer.window": (pre.n_window_size,),
-            "preprocessor.featurizer.fb": (1, pre.features, pre.n_fft // 2 + 1)}
+    return {
+        "preprocessor.featurizer.window": (pre.n_window_size,),
+        "preprocessor.featurizer.fb": (1, pre.features, pre.n_fft // 2 + 1),
+    }
 
 
 def encoder_shapes(enc: EncoderConfig) -> dict:
@@ -98,17 +101,25 @@ def rnnt_shapes(rnnt: RNNTConfig, d_model: int, joint_net_index: int = 2) -> dic
         s[f"{p}.weight_hh_l{layer}"] = (4 * h, h)
         s[f"{p}.bias_ih_l{layer}"] = (4 * h,)
         s[f"{p}.bias_hh_l{layer}"] = (4 * h,)
-    s.update({"joint.pred.weight": (j, h), "joint.pred.bias": (j,),
-              "joint.enc.weight": (j, d_model), "joint.enc.bias": (j,),
-              f"joint.joint_net.{joint_net_index}.weight": (v1, j),
-              f"joint.joint_net.{joint_net_index}.bias": (v1,)})
+    s.update(
+        {
+            "joint.pred.weight": (j, h),
+            "joint.pred.bias": (j,),
+            "joint.enc.weight": (j, d_model),
+            "joint.enc.bias": (j,),
+            f"joint.joint_net.{joint_net_index}.weight": (v1, j),
+            f"joint.joint_net.{joint_net_index}.bias": (v1,),
+        }
+    )
     return s
 
 
 def ctc_shapes(vocab_size: int, d_model: int, prefix: str = "ctc_decoder") -> dict:
     """``prefix``: ``ctc_decoder`` in hybrid models, ``decoder`` in CTC-only models."""
-    return {f"{prefix}.decoder_layers.0.weight": (vocab_size + 1, d_model, 1),
-            f"{prefix}.decoder_layers.0.bias": (vocab_size + 1,)}
+    return {
+        f"{prefix}.decoder_layers.0.weight": (vocab_size + 1, d_model, 1),
+        f"{prefix}.decoder_layers.0.bias": (vocab_size + 1,),
+    }
 
 
 def check_against(shapes: dict, found: dict, where: str) -> None:
@@ -116,12 +127,14 @@ def check_against(shapes: dict, found: dict, where: str) -> None:
     missing = [n for n in shapes if n not in found]
     if missing:
         raise WeightNotFoundError(
-            f"{where}: {len(missing)} weight(s) the architecture needs are missing: {_preview(missing)}")
+            f"{where}: {len(missing)} weight(s) the architecture needs are missing: {_preview(missing)}"
+        )
     surplus = [n for n in found if n not in shapes]
     if surplus:
         raise ModelLoadError(
             f"{where}: {len(surplus)} tensor(s) that this architecture does not have: {_preview(surplus)} "
-            f"(expected exactly the parameters of a cache-aware FastConformer hybrid model)")
+            f"(expected exactly the parameters of a cache-aware FastConformer hybrid model)"
+        )
     for n, want in shapes.items():
         got = tuple(getattr(found[n], "shape", found[n]))
         if got != tuple(want):

@@ -1,4 +1,5 @@
 """Where each NeMo parameter comes from in an ONNX file, and the layout change that turns it back into NeMo's."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,7 +51,7 @@ class Source:
 def _torch_gate_order(a: np.ndarray) -> np.ndarray:
     """[4H, ...] in ONNX gate order (i, o, f, c) -> PyTorch order (i, f, g, o)."""
     h = a.shape[0] // 4
-    return np.concatenate([a[g * h:(g + 1) * h] for g in _ONNX_GATE_OF_TORCH], axis=0)
+    return np.concatenate([a[g * h : (g + 1) * h] for g in _ONNX_GATE_OF_TORCH], axis=0)
 
 
 def materialize(sources: dict) -> dict:

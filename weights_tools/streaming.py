@@ -6,6 +6,7 @@ override) with causal ``dw_striding`` subsampling, in the ``pad_and_drop_preenco
 pre-encoded frames is baked into the graph. Every other module (refimpl's chunking, contracts, checks, the fast
 path, ``weights-tools inspect``) reads these numbers from here.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,11 +47,13 @@ class StreamingParams:
 
     def describe(self) -> str:
         s, r = self.subsampling_factor, self.att_context_size[1]
-        return (f"att_context_size {list(self.att_context_size)}: {self.chunk_size} new mel frames per chunk "
-                f"(= {s} x ({r} + 1)), plus {self.pre_encode_cache_size} pre-encode frames (= {s} + 1) "
-                f"-> {self.window} frames in, {self.valid_out_len} encoder frames out (= {r} + 1) after dropping "
-                f"{self.drop_extra_pre_encoded}; cache_last_channel keeps {self.last_channel_cache_size} frames, "
-                f"cache_last_time {self.conv_cache_size}")
+        return (
+            f"att_context_size {list(self.att_context_size)}: {self.chunk_size} new mel frames per chunk "
+            f"(= {s} x ({r} + 1)), plus {self.pre_encode_cache_size} pre-encode frames (= {s} + 1) "
+            f"-> {self.window} frames in, {self.valid_out_len} encoder frames out (= {r} + 1) after dropping "
+            f"{self.drop_extra_pre_encoded}; cache_last_channel keeps {self.last_channel_cache_size} frames, "
+            f"cache_last_time {self.conv_cache_size}"
+        )
 
 
 def streaming_params(encoder: EncoderConfig, att_context_size=None) -> StreamingParams:

@@ -5,6 +5,7 @@ The pickle is read by a restricted unpickler that resolves nothing but the globa
 (``collections.OrderedDict``, ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_parameter`` and the typed
 storage classes); any other global is refused, so a malicious checkpoint cannot run code.
 """
+
 from __future__ import annotations
 
 import collections
@@ -18,9 +19,16 @@ import numpy as np
 from .errors import CorruptFileError, UnsafeCheckpointError
 
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": "bfloat16", "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": "bfloat16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -31,8 +39,7 @@ class _StorageType:
     name: str
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
     """NumPy version of torch._utils._rebuild_tensor_v2: a (possibly strided) view into a flat storage."""
     size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
     if len(size) != len(stride):
@@ -41,13 +48,16 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
     if all(s > 0 for s in size):
         last = storage_offset + sum((s - 1) * st for s, st in zip(size, stride))
         if storage_offset < 0 or last >= n or any(st < 0 for st in stride):
-            raise CorruptFileError(f"checkpoint tensor (offset {storage_offset}, size {size}, stride {stride}) "
-                                   f"reaches past its storage of {n} elements")
+            raise CorruptFileError(
+                f"checkpoint tensor (offset {storage_offset}, size {size}, stride {stride}) "
+                f"reaches past its storage of {n} elements"
+            )
     contiguous = stride == _contiguous_strides(size)
     if contiguous and storage_offset == 0 and int(np.prod(size, dtype=np.int64)) == n:
         return storage.reshape(size)
-    view = np.lib.stride_tricks.as_strided(storage[storage_offset:], shape=size,
-                                           strides=[s * storage.itemsize for s in stride], writeable=False)
+    view = np.lib.stride_tricks.as_strided(
+        storage[storage_offset:], shape=size, strides=[s * storage.itemsize for s in stride], writeable=False
+    )
     out = np.ascontiguousarray(view)
     return out if out.base is None else out.copy()
 
@@ -85,13 +95,15 @@ class _RestrictedUnpickler(pickle.Unpickler):
         raise UnsafeCheckpointError(
             f"{self._where}: the checkpoint pickle asks for the global {module}.{name}, which is not one of the "
             f"tensor-rebuild globals a state_dict needs (collections.OrderedDict, torch._utils._rebuild_tensor_v2, "
-            f"torch.*Storage); refusing to load it. Only load checkpoints from sources you trust")
+            f"torch.*Storage); refusing to load it. Only load checkpoints from sources you trust"
+        )
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
-            raise UnsafeCheckpointError(f"{self._where}: unexpected persistent id {pid!r} in the checkpoint pickle "
-                                        f"(expected ('storage', torch.<Type>Storage, key, location, numel))")
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
+            raise UnsafeCheckpointError(
+                f"{self._where}: unexpected persistent id {pid!r} in the checkpoint pickle "
+                f"(expected ('storage', torch.<Type>Storage, key, location, numel))"
+            )
         _, stype, key, _location, numel = pid
         return self._load_storage(stype.name, str(key), int(numel))
 
@@ -104,13 +116,15 @@ def load_state_dict(fileobj, where: str) -> dict:
         raise CorruptFileError(
             f"{where} is not a torch zip checkpoint (torch.save since PyTorch 1.6): it is truncated, corrupted, or "
             f"in the legacy torch.save format, which is not supported. Re-download the model, or re-save it with "
-            f"a current NeMo (model.save_to)") from None
+            f"a current NeMo (model.save_to)"
+        ) from None
     with zf:
         names = zf.namelist()
         pkl = [n for n in names if n.endswith("data.pkl") and n.count("/") == 1]
         if len(pkl) != 1:
-            raise CorruptFileError(f"{where}: expected one '<archive>/data.pkl' in the checkpoint zip, found "
-                                   f"{pkl or names[:8]}")
+            raise CorruptFileError(
+                f"{where}: expected one '<archive>/data.pkl' in the checkpoint zip, found {pkl or names[:8]}"
+            )
         root = pkl[0][: -len("data.pkl")]
         byteorder = "little"
         if root + "byteorder" in names:
@@ -142,11 +156,14 @@ def _read_storage(zf: zipfile.ZipFile, name: str, type_name: str, numel: int, by
     except KeyError:
         raise CorruptFileError(f"{where}: storage {name!r} is missing from the checkpoint zip") from None
     except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise CorruptFileError(f"{where}: storage {name!r} cannot be read ({e}): the file is truncated or "
-                               f"corrupted; re-download it") from None
+        raise CorruptFileError(
+            f"{where}: storage {name!r} cannot be read ({e}): the file is truncated or corrupted; re-download it"
+        ) from None
     if got != arr.nbytes:
-        raise CorruptFileError(f"{where}: storage {name!r} has {got} bytes, expected {arr.nbytes} "
-                               f"({numel} x {type_name}): unexpected end of data, the file is truncated")
+        raise CorruptFileError(
+            f"{where}: storage {name!r} has {got} bytes, expected {arr.nbytes} "
+            f"({numel} x {type_name}): unexpected end of data, the file is truncated"
+        )
     if not arr.dtype.isnative:
         arr = arr.byteswap().view(arr.dtype.newbyteorder("="))
     if type_name == "BFloat16Storage":  # bfloat16 = the high half of a float32

@@ -5,6 +5,7 @@
 because NeMo's numbering is sparse: ``pre_encode.conv.{0,2,3,5,6}``, ``joint_net.2``). Layer functions take
 the sub-dict of their module, so a missing weight fails loudly with a KeyError naming it.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ def unflatten(flat: dict) -> dict:
         for i, p in enumerate(parents):
             child = node.setdefault(p, {})
             if not isinstance(child, dict):
-                raise ValueError(f"weight name {name!r} nests under the array {'.'.join(parents[:i + 1])!r}")
+                raise ValueError(f"weight name {name!r} nests under the array {'.'.join(parents[: i + 1])!r}")
             node = child
         if leaf in node:
             raise ValueError(f"weight {name!r} given twice")
@@ -52,5 +53,9 @@ def get(tree: dict, name: str):
 def astype(tree: dict, dtype) -> dict:
     """The same tree with every floating-point array as a C-contiguous array of dtype (copied only where it was
     not one already); integer arrays are left alone."""
-    return {k: astype(v, dtype) if isinstance(v, dict)
-            else (np.ascontiguousarray(v, dtype) if np.asarray(v).dtype.kind == "f" else v) for k, v in tree.items()}
+    return {
+        k: astype(v, dtype)
+        if isinstance(v, dict)
+        else (np.ascontiguousarray(v, dtype) if np.asarray(v).dtype.kind == "f" else v)
+        for k, v in tree.items()
+    }

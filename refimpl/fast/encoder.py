@@ -33,6 +33,7 @@ engine_state (a dict of [B, ...] arrays, owned by this implementation):
                                          score product q @ k is then a plain [T, dk] x [dk, S] BLAS call
   "linear_v"  [B, n_layers, H, C, d_k]  linear_v of each cached frame
 """
+
 from __future__ import annotations
 
 import math
@@ -40,6 +41,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
+
 from weights_tools import EncoderConfig, streaming_params
 from weights_tools.schema import pre_encode_conv_indices
 
@@ -58,11 +60,21 @@ def kernel_set(backend: str) -> SimpleNamespace:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "numba":
         from . import kernels  # imports Numba (0.6 s, ~65 MB): only a numba-backend run loads it
-        return SimpleNamespace(conv_core=kernels.conv_module_core, residual_layer_norm=kernels.residual_layer_norm,
-                               layer_norm=kernels.layer_norm, conv2d=kernels.causal_conv2d_stride2,
-                               lstm_cell=kernels.lstm_cell)
-    return SimpleNamespace(conv_core=twins.conv_module_core, residual_layer_norm=twins.residual_layer_norm,
-                           layer_norm=layer_norm, conv2d=twins.causal_conv2d_stride2, lstm_cell=lstm_cell)
+
+        return SimpleNamespace(
+            conv_core=kernels.conv_module_core,
+            residual_layer_norm=kernels.residual_layer_norm,
+            layer_norm=kernels.layer_norm,
+            conv2d=kernels.causal_conv2d_stride2,
+            lstm_cell=kernels.lstm_cell,
+        )
+    return SimpleNamespace(
+        conv_core=twins.conv_module_core,
+        residual_layer_norm=twins.residual_layer_norm,
+        layer_norm=layer_norm,
+        conv2d=twins.causal_conv2d_stride2,
+        lstm_cell=lstm_cell,
+    )
 
 
 def linear_p(x, params: dict, *, bias: bool = True):
@@ -104,14 +116,15 @@ def cached_rel_pos_attention(qkv, params, k_all, v_all, layer: int, pos_t, pos_o
     h, dk = params["pos_bias_u"].shape
     s = k_all.shape[-1]
     qkv = (qkv + params["linear_qkv"]["bias"]).reshape(b, t, 3, h, dk)
-    k_all[:, layer, :, :, s - t:] = qkv[:, :, 1].transpose(0, 2, 3, 1)
-    v_all[:, layer, :, s - t:] = qkv[:, :, 2].transpose(0, 2, 1, 3)
+    k_all[:, layer, :, :, s - t :] = qkv[:, :, 1].transpose(0, 2, 3, 1)
+    v_all[:, layer, :, s - t :] = qkv[:, :, 2].transpose(0, 2, 1, 3)
     q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # [B, H, T, dk]
     scores = (q + params["pos_bias_u"][:, None]) @ k_all[:, layer]  # matrix_ac [B, H, T, S]
-    bd = (q + params["pos_bias_v"][:, None]) @ pos_t[layer, :, :, pos_off: pos_off + 2 * s - 1]  # [B, H, T, 2S-1]
+    bd = (q + params["pos_bias_v"][:, None]) @ pos_t[layer, :, :, pos_off : pos_off + 2 * s - 1]  # [B, H, T, 2S-1]
     st = bd.strides  # rel_shift: row i of the view starts at column T-1-i of bd's row i
-    scores += np.ndarray(scores.shape, bd.dtype, buffer=bd, offset=(t - 1) * st[3],
-                         strides=(st[0], st[1], st[2] - st[3], st[3]))
+    scores += np.ndarray(
+        scores.shape, bd.dtype, buffer=bd, offset=(t - 1) * st[3], strides=(st[0], st[1], st[2] - st[3], st[3])
+    )
     scores /= math.sqrt(dk)
     mask = att_mask[:, None]  # [B, 1, T, S]
     np.copyto(scores, -INF_VAL, where=mask)
@@ -166,8 +179,9 @@ class FastEncoder:
     """``EncoderOps`` of the fast path. ``layout`` = ``weights_tools.layouts.encoder_layout(...)``; the positional
     projections are precomputed for the longest chunk of ``att_context_size``."""
 
-    def __init__(self, layout: dict, cfg: EncoderConfig, att_context_size=None, *, backend: str = "numba",
-                 dtype=np.float32):
+    def __init__(
+        self, layout: dict, cfg: EncoderConfig, att_context_size=None, *, backend: str = "numba", dtype=np.float32
+    ):
         self.layout, self.cfg, self.backend = layout, cfg, backend
         self.att_context_size = tuple(att_context_size if att_context_size is not None else cfg.att_context_size)
         self.k = kernel_set(backend)
@@ -212,7 +226,7 @@ class FastEncoder:
                 engine_state = dict(zip(ENGINE_STATE_KEYS, project_cached_kv(cache_last_channel, self.layout, cfg)))
             k_all[..., :c] = engine_state["linear_k"]
             v_all[:, :, :, :c] = engine_state["linear_v"]
-        return FastAttention(k_all, v_all, pos_emb[off: off + 2 * length - 1], pos_t, off, n_frames, streaming)
+        return FastAttention(k_all, v_all, pos_emb[off : off + 2 * length - 1], pos_t, off, n_frames, streaming)
 
     def norm(self, x, params):
         return self.k.layer_norm(x, params)
@@ -227,8 +241,9 @@ class FastEncoder:
     def self_attn(self, x, i, attention, att_mask):
         sa = self.layer_params(i)["self_attn"]
         qkv = linear_p(x, sa["linear_qkv"], bias=False)  # the bias is added inside, once
-        ctx = cached_rel_pos_attention(qkv, sa, attention.k_all, attention.v_all, i, attention.pos_t,
-                                       attention.pos_off, att_mask)
+        ctx = cached_rel_pos_attention(
+            qkv, sa, attention.k_all, attention.v_all, i, attention.pos_t, attention.pos_off, att_mask
+        )
         return linear_p(ctx, sa["linear_out"])
 
     def conv(self, x, cache, pad_mask, params):

@@ -20,6 +20,7 @@ Attention over the cache stays in NumPy on both backends (fast.encoder.cached_re
 three products and NumPy's SIMD exp beat a Numba loop nest, which may not reorder the dk-long sums (no
 fastmath) and calls a scalar exp per score.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,6 +29,7 @@ import numba
 import numpy as np
 
 from weights_tools.config import CONV_NORM_TYPES, conv_norm_error
+
 from ..model.nn import LAYER_NORM_EPS
 
 JIT = dict(nopython=True, cache=True)
@@ -55,8 +57,6 @@ def lstm_cell(x, h, c, w_ih, w_hh, b_ih, b_hh):
     c_out = np.empty(c.shape, c.dtype)
     _lstm_pointwise(gates, np.ascontiguousarray(c), h_out, c_out)
     return h_out, c_out
-
-
 
 
 @numba.jit(**JIT)
@@ -134,9 +134,20 @@ def conv_module_core(h2, pad_mask, cache, params, *, norm_type, eps=LAYER_NORM_E
     n_w = bn.get("weight", bn.get("scale", dummy))
     out = np.empty((b, t, d2 // 2), h2.dtype)
     g = np.empty((b, d2 // 2, t), h2.dtype)
-    _conv_module_core(np.ascontiguousarray(h2), np.ascontiguousarray(~pad_mask), np.ascontiguousarray(cache),
-                      dw["weight_t"], dw["bias"], mode, n_w, bn.get("bias", dummy), bn.get("running_mean", dummy),
-                      eps, out, g)
+    _conv_module_core(
+        np.ascontiguousarray(h2),
+        np.ascontiguousarray(~pad_mask),
+        np.ascontiguousarray(cache),
+        dw["weight_t"],
+        dw["bias"],
+        mode,
+        n_w,
+        bn.get("bias", dummy),
+        bn.get("running_mean", dummy),
+        eps,
+        out,
+        g,
+    )
     return out, g
 
 
@@ -173,8 +184,9 @@ def residual_layer_norm(residual, h, alpha, params, eps=LAYER_NORM_EPS):
     d = residual.shape[-1]
     r2 = residual.reshape(-1, d)
     y = np.empty_like(r2)
-    _residual_layer_norm(r2, np.ascontiguousarray(h).reshape(-1, d), residual.dtype.type(alpha),
-                         params["weight"], params["bias"], eps, y)
+    _residual_layer_norm(
+        r2, np.ascontiguousarray(h).reshape(-1, d), residual.dtype.type(alpha), params["weight"], params["bias"], eps, y
+    )
     return residual, y.reshape(residual.shape)
 
 

@@ -1,5 +1,6 @@
 """NumPy twins of the fast path's Numba kernels (``refimpl.fast.kernels``): the same signatures and formulas in
 array arithmetic, run by ``backend="numpy"`` and used as the kernels' test references."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ The attention cache (``cache_last_channel``) holds the *post-norm attention inpu
 projected keys/values: keys and values are projected from [cache ‖ chunk] every step, queries from the chunk.
 The next cache (the last C rows of [cache ‖ attention input]) is formed by the encoder step, not here.
 """
+
 from __future__ import annotations
 
 import math
@@ -30,8 +31,9 @@ def rel_positional_encoding(length: int, d_model: int, dtype=np.float32) -> np.n
     return pe.astype(dtype, copy=False)
 
 
-def make_masks(length: np.ndarray, cache_last_channel_len, *, n_frames: int, cache_size: int,
-               att_context_size) -> tuple:
+def make_masks(
+    length: np.ndarray, cache_last_channel_len, *, n_frames: int, cache_size: int, att_context_size
+) -> tuple:
     """NeMo's ``_create_masks`` for chunked_limited attention over [cache ‖ chunk].
 
     length [B]: valid frames of the chunk (after the pre-encode drop); cache_last_channel_len [B] or None
@@ -78,8 +80,9 @@ def rel_pos_attention_core(q_u, q_v, k, v, p, att_mask):
     return attn @ v
 
 
-def rel_pos_mha(x: np.ndarray, cache: np.ndarray | None, params: dict, *, pos_emb: np.ndarray,
-                att_mask: np.ndarray, n_heads: int) -> np.ndarray:
+def rel_pos_mha(
+    x: np.ndarray, cache: np.ndarray | None, params: dict, *, pos_emb: np.ndarray, att_mask: np.ndarray, n_heads: int
+) -> np.ndarray:
     """``RelPositionMultiHeadAttention`` over [cache ‖ chunk]: x [B, T, d] (post-norm), cache [B, C, d] or None
     (offline) -> out [B, T, d]. pos_emb [2(C+T)-1, d]; att_mask [B, T, C+T] True = masked."""
     b, t, d = x.shape

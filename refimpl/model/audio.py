@@ -4,6 +4,7 @@ Nothing here resamples, downmixes or rescales behind the caller's back. A file a
 than one channel, or an integer array is refused with a message that says what was expected, what was found,
 and how to fix it. The next stage on the signal path is ``refimpl.preprocessing.log_mel``.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,16 +39,20 @@ def load_audio(path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     if info.samplerate != sample_rate:
         raise AudioError(
             f"{str(path)!r}: found {info.samplerate} Hz, the model expects {sample_rate} Hz; resample first, "
-            f"e.g. `sox {_q(path)} -r {sample_rate} out.wav` (refimpl never resamples silently)")
+            f"e.g. `sox {_q(path)} -r {sample_rate} out.wav` (refimpl never resamples silently)"
+        )
     if info.channels != CHANNELS:
         raise AudioError(
             f"{str(path)!r}: found {info.channels} channels, the model expects 1 (mono); downmix or pick one "
             f"channel first, e.g. `sox {_q(path)} -c 1 out.wav` or `sox {_q(path)} out.wav remix 1` "
-            f"(refimpl never averages channels silently)")
+            f"(refimpl never averages channels silently)"
+        )
     x, _ = sf.read(path, dtype="float32", always_2d=True)  # [N, 1]
     if x.shape[0] == 0:
-        raise AudioError(f"{str(path)!r} holds no samples (0 frames, {info.format} {info.subtype}); "
-                         f"the model needs at least one sample of audio")
+        raise AudioError(
+            f"{str(path)!r} holds no samples (0 frames, {info.format} {info.subtype}); "
+            f"the model needs at least one sample of audio"
+        )
     return np.ascontiguousarray(x[:, 0])
 
 
@@ -79,8 +84,10 @@ def as_audio_batch(x, length=None, *, dtype=DTYPE) -> tuple[np.ndarray, np.ndarr
     if length.ndim == 0 and B == 1:
         length = length.reshape(1)
     if length.dtype.kind not in "iu" or length.shape != (B,):
-        raise AudioError(f"length must be integers of shape ({B},) (one per row of the {B} x {N} batch), "
-                         f"got dtype {length.dtype}, shape {length.shape}")
+        raise AudioError(
+            f"length must be integers of shape ({B},) (one per row of the {B} x {N} batch), "
+            f"got dtype {length.dtype}, shape {length.shape}"
+        )
     length = length.astype(np.int64)
     if np.any(length < 0) or np.any(length > N):
         raise AudioError(f"length {length.tolist()} must lie in 0..{N} (the batch has {N} samples per row)")
@@ -93,7 +100,8 @@ def _check_samples(x, what: str) -> np.ndarray:
     if x.dtype.kind in "iu":
         raise AudioError(
             f"{what} has dtype {x.dtype}, expected floating point samples in [-1, 1]; for PCM16 data use "
-            f"x.astype(np.float32) / {INT16_SCALE:g} (what soundfile does when reading with dtype='float32')")
+            f"x.astype(np.float32) / {INT16_SCALE:g} (what soundfile does when reading with dtype='float32')"
+        )
     if x.dtype.kind != "f":
         raise AudioError(f"{what} has dtype {x.dtype}, expected float32 (or float64) samples in [-1, 1]")
     if x.size == 0:
@@ -112,7 +120,8 @@ def _read_info(path: Path, sample_rate: int):
         raise AudioError(
             f"{str(path)!r} could not be read as audio ({e}); expected a {sample_rate} Hz mono file in a format "
             f"libsndfile reads (WAV, FLAC, OGG, ...); convert it first, e.g. `sox {_q(path)} -r {sample_rate} "
-            f"-c 1 out.wav`") from None
+            f"-c 1 out.wav`"
+        ) from None
 
 
 def _shape_hint(shape: tuple) -> str:
@@ -120,8 +129,10 @@ def _shape_hint(shape: tuple) -> str:
         return "it looks like mono with an extra axis: pass x.reshape(-1)"
     if len(shape) == 2:
         n, c = (shape[0], shape[1]) if shape[0] >= shape[1] else (shape[1], shape[0])
-        return (f"it looks like {c} channels of {n} samples: downmix or pick one channel yourself "
-                f"(refimpl never averages channels silently)")
+        return (
+            f"it looks like {c} channels of {n} samples: downmix or pick one channel yourself "
+            f"(refimpl never averages channels silently)"
+        )
     return "pass one waveform as a 1-D array"
 
 

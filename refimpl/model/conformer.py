@@ -4,6 +4,7 @@
 which norm feeds which block. The arithmetic of each sub-block comes from an ``EncoderOps`` (see
 ``refimpl.model.encoder``): the plain NumPy functions of this package, or refimpl.fast's twins.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -6,6 +6,7 @@ pointwise_conv1 (d -> 2d) -> GLU -> zero padded frames -> causal depthwise conv 
 The next ``cache_last_time`` is the last K-1 columns of [cache ‖ depthwise input] (post-GLU, post-mask): the
 encoder step forms it from the depthwise input this module returns.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -39,8 +40,7 @@ def batch_norm(x: np.ndarray, params: dict, eps: float = BATCH_NORM_EPS) -> np.n
     return (x - params["running_mean"][:, None]) * scale[:, None] + params["bias"][:, None]
 
 
-def conformer_convolution(x: np.ndarray, cache: np.ndarray, pad_mask: np.ndarray, params: dict, *,
-                          norm_type: str):
+def conformer_convolution(x: np.ndarray, cache: np.ndarray, pad_mask: np.ndarray, params: dict, *, norm_type: str):
     """x [B, T, d] (post norm_conv), cache [B, d, K-1], pad_mask [B, T] True = padded
     -> (y [B, T, d], depthwise input [B, d, T]: the frames ``cache_last_time`` is cut from)."""
     h = glu(pointwise_conv1d(x, params["pointwise_conv1"]), axis=-1)  # [B, T, d]

@@ -1,4 +1,5 @@
 """CTC head of the hybrid model (``ConvASRDecoder``) and greedy CTC across chunks."""
+
 from __future__ import annotations
 
 import numpy as np

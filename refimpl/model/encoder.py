@@ -14,6 +14,7 @@ extra pre-encoded frames, xscaling, the masks, the layers (``conformer.conformer
 the cache update and the cache length. What it computes each piece with is an ``EncoderOps``: ``PlainEncoder``
 below (this package's NumPy layer functions on NeMo's layouts: the readable truth) or ``refimpl.fast``'s twin.
 """
+
 from __future__ import annotations
 
 import math
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
 from weights_tools import EncoderConfig, streaming_params
 
 from . import taps as tap_names
@@ -75,9 +77,11 @@ def initial_cache(cfg: EncoderConfig, batch: int, dtype=np.float32):
 
     The attention cache content is irrelevant while its length is 0 (fully masked); the conv cache is not
     masked and must be zeros: they are the causal conv's left zero padding."""
-    return (np.zeros((batch, cfg.n_layers, cfg.cache_last_channel_size, cfg.d_model), dtype),
-            np.zeros((batch, cfg.n_layers, cfg.d_model, cfg.cache_last_time_size), dtype),
-            np.zeros((batch,), np.int64))
+    return (
+        np.zeros((batch, cfg.n_layers, cfg.cache_last_channel_size, cfg.d_model), dtype),
+        np.zeros((batch, cfg.n_layers, cfg.d_model, cfg.cache_last_time_size), dtype),
+        np.zeros((batch,), np.int64),
+    )
 
 
 def last_frames(cache: np.ndarray, new: np.ndarray, axis: int) -> np.ndarray:
@@ -95,8 +99,17 @@ def _recorder(taps: dict | None):
     return lambda name, value: taps.__setitem__(name, np.array(value))
 
 
-def encoder_step(audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len,
-                 ops: EncoderOps, *, engine_state: dict | None = None, taps: dict | None = None) -> tuple:
+def encoder_step(
+    audio_signal,
+    length,
+    cache_last_channel,
+    cache_last_time,
+    cache_last_channel_len,
+    ops: EncoderOps,
+    *,
+    engine_state: dict | None = None,
+    taps: dict | None = None,
+) -> tuple:
     """One encoder call -> (EncoderOutput, engine_state_next or None).
 
     ``engine_state`` is an implementation's own derived state from the previous step (None: derive it from the
@@ -113,8 +126,13 @@ def encoder_step(audio_signal, length, cache_last_channel, cache_last_time, cach
     c = cache_last_channel.shape[2] if streaming else 0
     if cfg.xscaling:
         x = x * x.dtype.type(math.sqrt(cfg.d_model))
-    pad_mask, att_mask = make_masks(length, cache_last_channel_len if streaming else None, n_frames=t,
-                                    cache_size=c, att_context_size=ops.att_context_size)
+    pad_mask, att_mask = make_masks(
+        length,
+        cache_last_channel_len if streaming else None,
+        n_frames=t,
+        cache_size=c,
+        att_context_size=ops.att_context_size,
+    )
     record(tap_names.POS_ENC, x)
     attention = ops.attention_state(cache_last_channel, engine_state, x)
     record(tap_names.POS_EMB, attention.pos_emb)
@@ -124,8 +142,9 @@ def encoder_step(audio_signal, length, cache_last_channel, cache_last_time, cach
     ctn = np.empty_like(conv_caches)
     for i in range(cfg.n_layers):
         record(f"{tap_names.layer(i)}/input", x)
-        x, att_in, conv_in = conformer_layer(x, i, ops, attention, cache_last_time=conv_caches[:, i],
-                                             att_mask=att_mask, pad_mask=pad_mask, record=record)
+        x, att_in, conv_in = conformer_layer(
+            x, i, ops, attention, cache_last_time=conv_caches[:, i], att_mask=att_mask, pad_mask=pad_mask, record=record
+        )
         record(f"{tap_names.layer(i)}/output", x)
         if streaming:
             ccn[:, i] = last_frames(cache_last_channel[:, i], att_in, axis=1)
@@ -180,8 +199,14 @@ class PlainEncoder:
 
     def self_attn(self, x, i, attention, att_mask):
         cache = None if attention.cache is None else attention.cache[:, i]
-        return rel_pos_mha(x, cache, self.layer_params(i)["self_attn"], pos_emb=attention.pos_emb,
-                           att_mask=att_mask, n_heads=self.cfg.n_heads)
+        return rel_pos_mha(
+            x,
+            cache,
+            self.layer_params(i)["self_attn"],
+            pos_emb=attention.pos_emb,
+            att_mask=att_mask,
+            n_heads=self.cfg.n_heads,
+        )
 
     def conv(self, x, cache, pad_mask, params):
         return conformer_convolution(x, cache, pad_mask, params, norm_type=self.cfg.conv_norm_type)

@@ -1,4 +1,5 @@
 """Small NumPy building blocks shared by the layers (PyTorch semantics, any float dtype)."""
+
 from __future__ import annotations
 
 import numpy as np

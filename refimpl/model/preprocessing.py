@@ -35,6 +35,7 @@ up to ~1e-4 in bins of very low energy, where the log magnifies rounding that is
 
 Settings that NeMo would run differently from this file, or not at all, are refused by ``check_supported``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -54,10 +55,21 @@ SLANEY_HZ_PER_MEL = 200.0 / 3
 SLANEY_MIN_LOG_HZ = 1000.0
 SLANEY_MIN_LOG_MEL = SLANEY_MIN_LOG_HZ / SLANEY_HZ_PER_MEL  # 15
 SLANEY_LOGSTEP = np.log(6.4) / 27.0
+DEFAULT_PREPROCESSOR = PreprocessorConfig()  # NeMo's streaming FastConformer settings (frozen)
 
 
-def log_mel(audio, length=None, cfg: PreprocessorConfig = PreprocessorConfig(), *, fb=None, window=None,
-            legacy: bool = False, dither: float = 0.0, seed=None, dtype=np.float32):
+def log_mel(
+    audio,
+    length=None,
+    cfg: PreprocessorConfig = DEFAULT_PREPROCESSOR,
+    *,
+    fb=None,
+    window=None,
+    legacy: bool = False,
+    dither: float = 0.0,
+    seed=None,
+    dtype=np.float32,
+):
     """Audio [N] or zero-padded [B, N] -> (log-mel [B, features, F] ``dtype``, valid frames [B] int64).
 
     fb, window: the checkpoint's ``preprocessor.featurizer.fb`` (1, features, n_fft//2+1) and ``.window``
@@ -85,20 +97,28 @@ def log_mel(audio, length=None, cfg: PreprocessorConfig = PreprocessorConfig(), 
 def check_supported(cfg: PreprocessorConfig, *, window_given: bool = False) -> None:
     """Refuse, with the reason, every setting this file would not compute exactly as NeMo does."""
     if cfg.frame_splicing != 1:
-        raise ConfigError(f"frame_splicing={cfg.frame_splicing} is not supported (only 1, which streaming "
-                          f"FastConformer models use)")
+        raise ConfigError(
+            f"frame_splicing={cfg.frame_splicing} is not supported (only 1, which streaming FastConformer models use)"
+        )
     if cfg.exact_pad:
-        raise ConfigError("exact_pad=True (center=False STFT) is not supported; streaming FastConformer models "
-                          "use exact_pad=False")
+        raise ConfigError(
+            "exact_pad=True (center=False STFT) is not supported; streaming FastConformer models use exact_pad=False"
+        )
     if cfg.window not in WINDOWS and not window_given:
-        raise ConfigError(f"window {cfg.window!r}: NeMo's FilterbankFeatures only builds {', '.join(WINDOWS)} "
-                          f"(any other name leaves it without a window and its STFT fails)")
+        raise ConfigError(
+            f"window {cfg.window!r}: NeMo's FilterbankFeatures only builds {', '.join(WINDOWS)} "
+            f"(any other name leaves it without a window and its STFT fails)"
+        )
     if not (cfg.normalize in NO_NORMALIZATION or cfg.normalize in NORMALIZATIONS):
-        raise ConfigError(f"normalize {cfg.normalize!r} is not one of {NORMALIZATIONS} or 'NA' (NeMo would "
-                          f"silently skip normalisation; if that is meant, say normalize='NA')")
+        raise ConfigError(
+            f"normalize {cfg.normalize!r} is not one of {NORMALIZATIONS} or 'NA' (NeMo would "
+            f"silently skip normalisation; if that is meant, say normalize='NA')"
+        )
     if isinstance(cfg.pad_to, bool) or not isinstance(cfg.pad_to, int) or cfg.pad_to < 0:
-        raise ConfigError(f"pad_to {cfg.pad_to!r} is not supported (an int >= 0; 'max' needs NeMo's "
-                          f"max_duration, which streaming does not use)")
+        raise ConfigError(
+            f"pad_to {cfg.pad_to!r} is not supported (an int >= 0; 'max' needs NeMo's "
+            f"max_duration, which streaming does not use)"
+        )
     if cfg.mel_norm not in ("slaney", None):
         raise ConfigError(f"mel_norm {cfg.mel_norm!r} is not supported ('slaney' or None)")
     if isinstance(cfg.log_zero_guard_value, str) and cfg.log_zero_guard_value not in ("tiny", "eps"):
@@ -175,7 +195,7 @@ def centre_window(window: np.ndarray, n_fft: int) -> np.ndarray:
     """[win] -> [n_fft]: zero-padded on both sides as torch.stft does, (n_fft - win) // 2 zeros on the left."""
     left = (n_fft - len(window)) // 2
     out = np.zeros(n_fft, window.dtype)
-    out[left:left + len(window)] = window
+    out[left : left + len(window)] = window
     return out
 
 
@@ -188,14 +208,15 @@ def frame_signal(x: np.ndarray, n_fft: int, hop: int, *, pad_mode: str = "consta
     """
     pad = n_fft // 2
     if pad_mode == "reflect" and x.shape[1] <= pad:
-        raise ValueError(f"reflect padding (NeMo <= 2.4) needs more than n_fft//2 = {pad} samples, got "
-                         f"{x.shape[1]}; torch.stft refuses this too")
+        raise ValueError(
+            f"reflect padding (NeMo <= 2.4) needs more than n_fft//2 = {pad} samples, got "
+            f"{x.shape[1]}; torch.stft refuses this too"
+        )
     padded = np.pad(x, ((0, 0), (pad, pad)), mode=pad_mode)  # [B, N + 2 pad]
     return np.lib.stride_tricks.sliding_window_view(padded, n_fft, axis=1)[:, ::hop]
 
 
-def stft_power(x: np.ndarray, window: np.ndarray, cfg: PreprocessorConfig, *,
-               pad_mode: str = "constant") -> np.ndarray:
+def stft_power(x: np.ndarray, window: np.ndarray, cfg: PreprocessorConfig, *, pad_mode: str = "constant") -> np.ndarray:
     """[B, N] -> |STFT|^mag_power [B, n_fft//2+1, F] (mag_power 2: the power spectrum), in x's precision.
 
     As NeMo: the magnitude sqrt(re^2 + im^2) is taken first and then raised to mag_power (for float32 the
@@ -228,7 +249,7 @@ def mel_to_hz(m) -> np.ndarray:
     return np.where(m >= SLANEY_MIN_LOG_MEL, log_part, m * SLANEY_HZ_PER_MEL)
 
 
-def mel_filterbank(cfg: PreprocessorConfig = PreprocessorConfig(), dtype=np.float32) -> np.ndarray:
+def mel_filterbank(cfg: PreprocessorConfig = DEFAULT_PREPROCESSOR, dtype=np.float32) -> np.ndarray:
     """Triangular filters on the Slaney mel scale [features, n_fft//2+1], as librosa.filters.mel(htk=False).
 
     features + 2 edges equally spaced in mel between lowfreq and highfreq (None or 0 -> sample_rate/2, as
@@ -286,7 +307,7 @@ def normalize_batch(x: np.ndarray, seq_len: np.ndarray, normalize, *, legacy: bo
             y = (x - mean[:, :, None]) / (std + x.dtype.type(CONSTANT))[:, :, None]
             return y if legacy else np.where(valid, y, 0).astype(x.dtype)
         if normalize == "all_features":
-            rows = [x[b, :, :seq_len[b]] for b in range(x.shape[0])]
+            rows = [x[b, :, : seq_len[b]] for b in range(x.shape[0])]
             mean = np.array([r.mean() if r.size else np.nan for r in rows], x.dtype)  # [B]
             std = np.array([r.std(ddof=1) if r.size > 1 else np.nan for r in rows], x.dtype)  # [B]
             return (x - mean[:, None, None]) / (std + x.dtype.type(CONSTANT))[:, None, None]
@@ -313,8 +334,10 @@ def _checked_window(window, cfg: PreprocessorConfig, dtype) -> np.ndarray:
         return window_function(cfg.window, cfg.n_window_size, dtype)
     window = np.asarray(window)
     if window.shape != (cfg.n_window_size,):
-        raise ValueError(f"window has shape {window.shape}, expected ({cfg.n_window_size},) = n_window_size "
-                         f"(the checkpoint's preprocessor.featurizer.window)")
+        raise ValueError(
+            f"window has shape {window.shape}, expected ({cfg.n_window_size},) = n_window_size "
+            f"(the checkpoint's preprocessor.featurizer.window)"
+        )
     return window.astype(dtype)
 
 
@@ -325,6 +348,8 @@ def _checked_filterbank(fb, cfg: PreprocessorConfig, dtype) -> np.ndarray:
     fb = np.asarray(fb)
     expected = (cfg.features, cfg.n_fft // 2 + 1)
     if fb.shape[-2:] != expected or fb.ndim not in (2, 3) or (fb.ndim == 3 and fb.shape[0] != 1):
-        raise ValueError(f"fb has shape {fb.shape}, expected (1, {expected[0]}, {expected[1]}) = (1, features, "
-                         f"n_fft//2+1) (the checkpoint's preprocessor.featurizer.fb)")
+        raise ValueError(
+            f"fb has shape {fb.shape}, expected (1, {expected[0]}, {expected[1]}) = (1, features, "
+            f"n_fft//2+1) (the checkpoint's preprocessor.featurizer.fb)"
+        )
     return fb.reshape(expected).astype(dtype)

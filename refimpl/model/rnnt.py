@@ -3,6 +3,7 @@
 The prediction state is carried across chunks: (h, c) of every LSTM layer *before* consuming ``last_token``,
 and ``last_token`` itself (blank at the start: its embedding row is zero, so the first step is NeMo's SOS step).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -18,11 +19,14 @@ class RNNTState:
     c: np.ndarray  # [n_layers, B, pred_hidden]
     last_token: np.ndarray  # [B] int64, blank at the start
 
-    def select(self, keep: np.ndarray, other: "RNNTState") -> "RNNTState":
+    def select(self, keep: np.ndarray, other: RNNTState) -> RNNTState:
         """Per stream: self where keep[b], else other (streams that did not take part keep their state)."""
         k = np.asarray(keep, bool)
-        return RNNTState(np.where(k[None, :, None], self.h, other.h), np.where(k[None, :, None], self.c, other.c),
-                         np.where(k, self.last_token, other.last_token))
+        return RNNTState(
+            np.where(k[None, :, None], self.h, other.h),
+            np.where(k[None, :, None], self.c, other.c),
+            np.where(k, self.last_token, other.last_token),
+        )
 
 
 def initial_rnnt_state(cfg, batch: int, dtype=np.float32) -> RNNTState:
@@ -48,8 +52,15 @@ def prediction_step(tokens: np.ndarray, h: np.ndarray, c: np.ndarray, params: di
     lstm = params["dec_rnn"]["lstm"]
     hs, cs = [], []
     for layer in range(h.shape[0]):
-        x, c_l = cell(x, h[layer], c[layer], lstm[f"weight_ih_l{layer}"], lstm[f"weight_hh_l{layer}"],
-                           lstm[f"bias_ih_l{layer}"], lstm[f"bias_hh_l{layer}"])
+        x, c_l = cell(
+            x,
+            h[layer],
+            c[layer],
+            lstm[f"weight_ih_l{layer}"],
+            lstm[f"weight_hh_l{layer}"],
+            lstm[f"bias_ih_l{layer}"],
+            lstm[f"bias_hh_l{layer}"],
+        )
         hs.append(x)
         cs.append(c_l)
     return x, np.stack(hs), np.stack(cs)
@@ -69,8 +80,9 @@ def joint(enc: np.ndarray, g: np.ndarray, params: dict) -> np.ndarray:
     return linear(z, joint_output_layer(params))
 
 
-def greedy_rnnt(enc: np.ndarray, enc_len: np.ndarray, state: RNNTState, decoder_joint, *, blank_id: int,
-                max_symbols: int):
+def greedy_rnnt(
+    enc: np.ndarray, enc_len: np.ndarray, state: RNNTState, decoder_joint, *, blank_id: int, max_symbols: int
+):
     """NeMo's greedy transducer search over one chunk, for a batch of streams.
 
     enc [B, d_model, T], enc_len [B]; ``decoder_joint(frames [B, d], tokens [B], h, c) -> (logits [B, V+1], h', c')``

@@ -8,6 +8,7 @@ CausalConv2D pads time and frequency with k-1 = 2 zeros before and stride-1 = 1 
 steps at or beyond the current length are zeroed (NeMo >= 2.5 ``MaskedConvSequential``); a stride-2 layer maps
 the length n -> (n + 3 - 3) // 2 + 1.
 """
+
 from __future__ import annotations
 
 import numpy as np

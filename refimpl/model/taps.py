@@ -5,6 +5,7 @@ tap, a NeMo forward-hook record in the goldens and an ONNX tensor exposed by ``r
 place share one name. Every tap is [B, T, d_model] (time before channels) unless said otherwise. The encoder
 step records them (``refimpl.model.encoder.encoder_step(..., taps={})``); the layer functions never see them.
 """
+
 from __future__ import annotations
 
 PRE_ENCODE = "encoder.pre_encode/output"  # [B, T', d] every subsampled frame, before the pre-encode drop
@@ -47,4 +48,5 @@ def signal_order(names) -> list:
         if len(parts) == 3:  # the layer's own input / output
             return (i, 0 if what == "input" else len(SUB_BLOCKS) + 1, 0, 0)
         return (i, 1 + SUB_BLOCKS.index(parts[3]), where.get(what, 2), 0)
+
     return sorted(names, key=key)

@@ -6,11 +6,13 @@ walks by (chunk size, pre-encode cache, minimum last chunk) are ``weights_tools.
 once from the config. Both engines (refimpl and onnxruntime) use this module, so any difference between them
 is in the model arithmetic, never in chunking.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
 from weights_tools import StreamingParams
 
 
@@ -33,7 +35,8 @@ def chunk_schedule(mel_lengths, params: StreamingParams) -> list:
     Applying the rule per stream makes a batch give the same result as each stream alone.
     """
     lengths = np.asarray(mel_lengths, dtype=np.int64).reshape(-1)
-    chunks, k = [], 0
+    chunks: list[Chunk] = []
+    k = 0
     while True:
         start = k * params.shift_size
         n_new = np.clip(lengths - start, 0, params.chunk_size)

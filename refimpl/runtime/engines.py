@@ -6,12 +6,14 @@ difference between them is in the model arithmetic. ``Engine`` is the interface 
 layouts); an engine's heads (``"rnnt"``, ``"ctc"``) are the ones ``weights_tools`` named in the config, never
 guessed from weight keys.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
 import weights_tools
 from weights_tools import ModelConfig, StreamingParams, find_export, plan_onnx, streaming_params
 from weights_tools.layouts import encoder_layout, load_layout
@@ -19,13 +21,19 @@ from weights_tools.tree import astype
 
 from ..fast.encoder import BACKENDS, FastEncoder
 from ..model.ctc import ctc_logprobs
-from ..model.encoder import PlainEncoder, encoder_step
+from ..model.encoder import EncoderOps, PlainEncoder, encoder_step
 from ..model.rnnt import joint, lstm_cell, prediction_step
 from .features import featurizer_of
 
 IMPLS = ("plain", "fast")  # refimpl's implementations: the readable reference, the optimised twin
-ENCODER_OUTPUTS = ("outputs", "logprobs", "encoded_lengths", "cache_last_channel_next", "cache_last_time_next",
-                   "cache_last_channel_next_len")
+ENCODER_OUTPUTS = (
+    "outputs",
+    "logprobs",
+    "encoded_lengths",
+    "cache_last_channel_next",
+    "cache_last_time_next",
+    "cache_last_channel_next_len",
+)
 
 
 class Engine(Protocol):
@@ -39,8 +47,17 @@ class Engine(Protocol):
     featurizer: dict | None  # the checkpoint's preprocessor.featurizer (fb, window) when the engine has it
     ctc_in_encoder: bool  # the encoder call returns "logprobs" (a CTC single-graph export) instead of "outputs"
 
-    def encoder(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len, *,
-                taps: dict | None = None, engine_state: dict | None = None) -> dict:
+    def encoder(
+        self,
+        audio_signal,
+        length,
+        cache_last_channel,
+        cache_last_time,
+        cache_last_channel_len,
+        *,
+        taps: dict | None = None,
+        engine_state: dict | None = None,
+    ) -> dict:
         """-> {"outputs" [B, d, T] (or "logprobs" [B, T, V+1]), "encoded_lengths", "cache_last_channel_next",
         "cache_last_time_next", "cache_last_channel_next_len"} and optionally "engine_state_next" (the engine's
         own derived state, fed back as ``engine_state`` next step). All caches None: one offline call."""
@@ -101,32 +118,44 @@ def resolve_att_context_size(encoder_cfg, requested, *, fixed_by_file: bool, wha
                 f"{what} was exported for att_context_size {list(served)}, not {list(req)}: one ONNX encoder "
                 f"serves exactly one look-ahead (its mask and output slice are baked in). Use the file exported for "
                 f"{list(req)}, or run refimpl with weights from the .nemo (--weights), which serves every trained "
-                f"look-ahead.")
+                f"look-ahead."
+            )
         return req
     known = encoder_cfg.att_context_sizes
     if known is None:
         if req != served:
             raise LookAheadError(
                 f"the trained look-aheads of {what} are unknown (an ONNX export records only the one it was exported "
-                f"for, {list(served)}); to run {list(req)}, load the weights from the model's .nemo, which lists them")
+                f"for, {list(served)}); to run {list(req)}, load the weights from the model's .nemo, which lists them"
+            )
         return req
     if req not in [tuple(a) for a in known]:
-        raise LookAheadError(f"att_context_size {list(req)} is not one of the model's look-aheads "
-                             f"{[list(a) for a in known]}")
+        raise LookAheadError(
+            f"att_context_size {list(req)} is not one of the model's look-aheads {[list(a) for a in known]}"
+        )
     return req
 
 
 class RefimplEngine:
     """refimpl's arithmetic on (config, weights). ``impl`` "plain" (the readable NumPy reference,
     ``refimpl.model``) or "fast" (``refimpl.fast``: projected keys/values of cached frames kept, BLAS-friendly
-    layouts, kernels of ``backend`` "numba" (default) or their NumPy twins "numpy"); ``dtype`` float32 (as the export) or
-    float64 (the same code in double precision). For impl "fast", ``layout`` (from ``weights_tools.layouts``)
+    layouts, kernels of ``backend`` "numba" (default) or their NumPy twins "numpy"); ``dtype`` float32 (as the
+    export) or float64 (the same code in double precision). For impl "fast", ``layout`` (from ``weights_tools.layouts``)
     replaces ``weights["encoder"]``."""
 
     name = "refimpl"
 
-    def __init__(self, config: ModelConfig, weights: dict, *, att_context_size=None, impl: str = "plain",
-                 backend: str | None = None, dtype=np.float32, layout: dict | None = None):
+    def __init__(
+        self,
+        config: ModelConfig,
+        weights: dict,
+        *,
+        att_context_size=None,
+        impl: str = "plain",
+        backend: str | None = None,
+        dtype=np.float32,
+        layout: dict | None = None,
+    ):
         if impl not in IMPLS:
             raise ValueError(f"impl must be one of {IMPLS}, got {impl!r}")
         if impl == "plain" and backend is not None:
@@ -141,31 +170,51 @@ class RefimplEngine:
         self.heads = self.config.heads
         self.ctc_in_encoder = False
         self.featurizer = featurizer_of(weights)
-        self.weights = astype({k: v for k, v in weights.items() if not (k == "encoder" and impl == "fast")},
-                              self.dtype)
+        self.weights = astype({k: v for k, v in weights.items() if not (k == "encoder" and impl == "fast")}, self.dtype)
         enc = self.config.encoder
+        self.ops: EncoderOps
         if impl == "plain":
             self.ops = PlainEncoder(self.weights["encoder"], enc, att)
             self._cell = lstm_cell
         else:
             layout = layout if layout is not None else encoder_layout(weights["encoder"], enc, self.dtype)
-            self.ops = FastEncoder(layout, enc, att, backend=backend, dtype=self.dtype)
-            self._cell = self.ops.k.lstm_cell
+            fast = FastEncoder(layout, enc, att, backend=backend, dtype=self.dtype)
+            self.ops, self._cell = fast, fast.k.lstm_cell
 
     @property
     def label(self) -> str:
         """e.g. "refimpl (plain)", "refimpl (fast, numba)"."""
-        return f"refimpl ({self.impl}{', ' + self.backend if self.impl == 'fast' else ''})"
+        return f"refimpl ({self.impl}{f', {self.backend}' if self.backend else ''})"
 
-    def encoder(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len, *,
-                taps=None, engine_state=None) -> dict:
+    def encoder(
+        self,
+        audio_signal,
+        length,
+        cache_last_channel,
+        cache_last_time,
+        cache_last_channel_len,
+        *,
+        taps=None,
+        engine_state=None,
+    ) -> dict:
         cast = lambda a: None if a is None else np.asarray(a, self.dtype)  # noqa: E731
-        out, state = encoder_step(cast(audio_signal), length, cast(cache_last_channel), cast(cache_last_time),
-                                  cache_last_channel_len, self.ops, engine_state=engine_state, taps=taps)
-        res = {"outputs": out.outputs, "encoded_lengths": out.encoded_lengths,
-               "cache_last_channel_next": out.cache_last_channel_next,
-               "cache_last_time_next": out.cache_last_time_next,
-               "cache_last_channel_next_len": out.cache_last_channel_next_len}
+        out, state = encoder_step(
+            cast(audio_signal),
+            length,
+            cast(cache_last_channel),
+            cast(cache_last_time),
+            cache_last_channel_len,
+            self.ops,
+            engine_state=engine_state,
+            taps=taps,
+        )
+        res = {
+            "outputs": out.outputs,
+            "encoded_lengths": out.encoded_lengths,
+            "cache_last_channel_next": out.cache_last_channel_next,
+            "cache_last_time_next": out.cache_last_time_next,
+            "cache_last_channel_next_len": out.cache_last_channel_next_len,
+        }
         if state is not None:
             res["engine_state_next"] = state
         return res
@@ -174,8 +223,13 @@ class RefimplEngine:
         return ctc_logprobs(outputs, self.weights["ctc_decoder"])
 
     def decoder_joint(self, frames, tokens, h, c):
-        g, h, c = prediction_step(tokens, np.asarray(h, self.dtype), np.asarray(c, self.dtype),
-                                  self.weights["decoder"]["prediction"], cell=self._cell)
+        g, h, c = prediction_step(
+            tokens,
+            np.asarray(h, self.dtype),
+            np.asarray(c, self.dtype),
+            self.weights["decoder"]["prediction"],
+            cell=self._cell,
+        )
         return joint(np.asarray(frames, self.dtype), g, self.weights["joint"]), h, c
 
 
@@ -200,8 +254,17 @@ def open_refimpl(path, *, impl: str = "plain", **kwargs) -> RefimplEngine:
 ENGINES = ("refimpl", "onnxruntime")
 
 
-def open_engine(model, *, engine: str = "refimpl", weights=None, att_context_size=None, impl: str = "plain",
-                backend: str | None = None, dtype=np.float32, threads: int = 1):
+def open_engine(
+    model,
+    *,
+    engine: str = "refimpl",
+    weights=None,
+    att_context_size=None,
+    impl: str = "plain",
+    backend: str | None = None,
+    dtype=np.float32,
+    threads: int = 1,
+):
     """An engine for ``model`` (a path). ``weights`` (a path to a .nemo or another export of the same model)
     makes refimpl take its weights from there instead of from ``model``."""
     att = parse_att_context_size(att_context_size)
@@ -211,8 +274,9 @@ def open_engine(model, *, engine: str = "refimpl", weights=None, att_context_siz
         return OnnxEngine(model, att_context_size=att, threads=threads)
     if engine != "refimpl":
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    return open_refimpl(weights if weights is not None else model, impl=impl, att_context_size=att,
-                        backend=backend, dtype=dtype)
+    return open_refimpl(
+        weights if weights is not None else model, impl=impl, att_context_size=att, backend=backend, dtype=dtype
+    )
 
 
 class OnnxEngine:
@@ -239,14 +303,16 @@ class OnnxEngine:
         providers = ["CPUExecutionProvider"]
         self.files = files
         self.tap_tensors = {}
-        model = str(encoder_file)
+        model: str | bytes = str(encoder_file)
         if taps:  # expose intermediate tensors as extra outputs (found by graph structure)
             from .onnx_taps import find_taps, with_tap_outputs  # imports onnx (0.9 s): only for taps
+
             self.tap_tensors = find_taps(encoder_file)
             model = with_tap_outputs(encoder_file, self.tap_tensors)
         self.encoder_session = ort.InferenceSession(model, so, providers=providers)
-        self.decoder_session = (ort.InferenceSession(str(files.decoder_joint), so, providers=providers)
-                                if files.decoder_joint else None)
+        self.decoder_session = (
+            ort.InferenceSession(str(files.decoder_joint), so, providers=providers) if files.decoder_joint else None
+        )
         extra = set(self.tap_tensors.values())
         self.encoder_outputs = [o.name for o in self.encoder_session.get_outputs() if o.name not in extra]
         self.ctc_in_encoder = self.encoder_outputs[0] == "logprobs"
@@ -254,17 +320,29 @@ class OnnxEngine:
         self.featurizer = None  # no ONNX graph holds the preprocessor
         self.has_cache_io = len(self.encoder_session.get_inputs()) == 5
 
-    def encoder(self, audio_signal, length, cache_last_channel, cache_last_time, cache_last_channel_len, *,
-                taps=None, engine_state=None) -> dict:
+    def encoder(
+        self,
+        audio_signal,
+        length,
+        cache_last_channel,
+        cache_last_time,
+        cache_last_channel_len,
+        *,
+        taps=None,
+        engine_state=None,
+    ) -> dict:
         feeds = {"audio_signal": np.asarray(audio_signal, np.float32), "length": np.asarray(length, np.int64)}
         if cache_last_channel is not None:
-            feeds.update(cache_last_channel=np.asarray(cache_last_channel, np.float32),
-                         cache_last_time=np.asarray(cache_last_time, np.float32),
-                         cache_last_channel_len=np.asarray(cache_last_channel_len, np.int64))
+            feeds.update(
+                cache_last_channel=np.asarray(cache_last_channel, np.float32),
+                cache_last_time=np.asarray(cache_last_time, np.float32),
+                cache_last_channel_len=np.asarray(cache_last_channel_len, np.int64),
+            )
         names = self.encoder_outputs + list(self.tap_tensors.values())
         values = dict(zip(names, self.encoder_session.run(names, feeds)))
         if taps is not None:
             from .onnx_taps import onnx_tap_value  # (see above)
+
             for tap, tensor in self.tap_tensors.items():
                 taps[tap] = onnx_tap_value(tap, values[tensor])
         return {k: values[k] for k in self.encoder_outputs}
@@ -274,11 +352,14 @@ class OnnxEngine:
 
     def decoder_joint(self, frames, tokens, h, c):
         b = frames.shape[0]
-        logits, _, h, c = self.decoder_session.run(None, {
-            "encoder_outputs": np.asarray(frames, np.float32)[:, :, None],
-            "targets": np.asarray(tokens, np.int32)[:, None],
-            "target_length": np.ones(b, np.int32),
-            "input_states_1": np.asarray(h, np.float32),
-            "input_states_2": np.asarray(c, np.float32),
-        })
+        logits, _, h, c = self.decoder_session.run(
+            None,
+            {
+                "encoder_outputs": np.asarray(frames, np.float32)[:, :, None],
+                "targets": np.asarray(tokens, np.int32)[:, None],
+                "target_length": np.ones(b, np.int32),
+                "input_states_1": np.asarray(h, np.float32),
+                "input_states_2": np.asarray(c, np.float32),
+            },
+        )
         return logits[:, 0, 0], h, c

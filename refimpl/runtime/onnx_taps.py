@@ -11,10 +11,12 @@ weights), never from node names:
   encoder.layers.i/output            LayerNormalization with scale ``layers.i.norm_out.weight`` [B, T, d]
 The names are those of ``refimpl.model.taps``, so both engines' taps compare key by key.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import onnx
+
 from weights_tools.onnx_encoder import graph_prefix
 from weights_tools.onnx_file import read_onnx
 from weights_tools.onnx_graph import Graph

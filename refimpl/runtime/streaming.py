@@ -6,6 +6,7 @@ the one chunk loop over NeMo's ``pad_and_drop_preencoded`` schedule (``refimpl.r
 ``iter_stream``. Every cache goes in and comes out of every step. The engine (refimpl or onnxruntime) only does
 arithmetic; chunking and decoding live here, shared by both.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -43,23 +44,36 @@ class StreamState:
         k = np.asarray(keep, bool)
         if k.all():
             return self
-        pick = lambda a, b: np.where(k.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
+
+        def pick(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            return np.where(k.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)
+
         return StreamState(
-            pick(self.cache_last_channel, other.cache_last_channel), pick(self.cache_last_time, other.cache_last_time),
+            pick(self.cache_last_channel, other.cache_last_channel),
+            pick(self.cache_last_time, other.cache_last_time),
             pick(self.cache_last_channel_len, other.cache_last_channel_len),
             pick(self.pre_encode_cache, other.pre_encode_cache),
-            None if self.rnnt is None else self.rnnt.select(k, other.rnnt),
-            None if self.ctc_last_label is None else pick(self.ctc_last_label, other.ctc_last_label),
-            pick(self.mel_frames, other.mel_frames), self.chunks,
-            None if self.engine_state is None or other.engine_state is None else
-            {name: pick(v, other.engine_state[name]) for name, v in self.engine_state.items()})
+            None if self.rnnt is None or other.rnnt is None else self.rnnt.select(k, other.rnnt),
+            None
+            if self.ctc_last_label is None or other.ctc_last_label is None
+            else pick(self.ctc_last_label, other.ctc_last_label),
+            pick(self.mel_frames, other.mel_frames),
+            self.chunks,
+            None
+            if self.engine_state is None or other.engine_state is None
+            else {name: pick(v, other.engine_state[name]) for name, v in self.engine_state.items()},
+        )
 
     def with_caches(self, cache_last_channel, cache_last_time, cache_last_channel_len) -> StreamState:
         """The same state with other encoder caches (e.g. teacher-forced from a golden file); the engine's derived
         state is dropped, so the engine rebuilds it from these caches."""
-        return replace(self, cache_last_channel=np.asarray(cache_last_channel, self.cache_last_channel.dtype),
-                       cache_last_time=np.asarray(cache_last_time, self.cache_last_time.dtype),
-                       cache_last_channel_len=np.asarray(cache_last_channel_len, np.int64), engine_state=None)
+        return replace(
+            self,
+            cache_last_channel=np.asarray(cache_last_channel, self.cache_last_channel.dtype),
+            cache_last_time=np.asarray(cache_last_time, self.cache_last_time.dtype),
+            cache_last_channel_len=np.asarray(cache_last_channel_len, np.int64),
+            engine_state=None,
+        )
 
 
 def available_decoders(engine, wanted=DECODERS) -> tuple:
@@ -79,7 +93,8 @@ def initial_state(engine, batch: int, decoders=DECODERS) -> StreamState:
         pre_encode_cache=np.zeros((batch, enc.feat_in, p.pre_encode_cache_size), dt),
         rnnt=initial_rnnt_state(engine.config.rnnt, batch, dt) if "rnnt" in decoders else None,
         ctc_last_label=np.full(batch, engine.config.blank_id, np.int64) if "ctc" in decoders else None,
-        mel_frames=np.zeros(batch, np.int64))
+        mel_frames=np.zeros(batch, np.int64),
+    )
 
 
 @dataclass(frozen=True)
@@ -99,12 +114,19 @@ def decode(engine, enc: dict, enc_len, rnnt: RNNTState | None, ctc_last_label) -
     enc_len[b] frames of one encoder call's outputs, carrying each decoder's state."""
     tokens = labels = logprobs = ctc_tokens = None
     if rnnt is not None:
-        tokens, rnnt = greedy_rnnt(enc["outputs"], enc_len, rnnt, engine.decoder_joint,
-                                   blank_id=engine.config.blank_id, max_symbols=engine.config.rnnt.max_symbols)
+        tokens, rnnt = greedy_rnnt(
+            enc["outputs"],
+            enc_len,
+            rnnt,
+            engine.decoder_joint,
+            blank_id=engine.config.blank_id,
+            max_symbols=engine.config.rnnt.max_symbols,
+        )
     if ctc_last_label is not None:
         logprobs = enc["logprobs"] if "logprobs" in enc else engine.ctc(enc["outputs"])
-        ctc_tokens, labels, ctc_last_label = greedy_ctc(logprobs, enc_len, ctc_last_label,
-                                                        blank_id=engine.config.blank_id)
+        ctc_tokens, labels, ctc_last_label = greedy_ctc(
+            logprobs, enc_len, ctc_last_label, blank_id=engine.config.blank_id
+        )
     return Decoded(tokens, rnnt, ctc_tokens, labels, logprobs, ctc_last_label)
 
 
@@ -147,17 +169,30 @@ def stream_step(engine, new_frames: np.ndarray, n_new, state: StreamState, *, ta
     pre = state.pre_encode_cache.shape[2]
     audio_signal = np.concatenate([state.pre_encode_cache, np.asarray(new_frames, state.pre_encode_cache.dtype)], 2)
     length = np.where(active, pre + n_new, 0)
-    enc = engine.encoder(audio_signal, length, state.cache_last_channel, state.cache_last_time,
-                         state.cache_last_channel_len, taps=taps, engine_state=state.engine_state)
+    enc = engine.encoder(
+        audio_signal,
+        length,
+        state.cache_last_channel,
+        state.cache_last_time,
+        state.cache_last_channel_len,
+        taps=taps,
+        engine_state=state.engine_state,
+    )
     decoded = decode(engine, enc, np.where(active, enc["encoded_lengths"], 0), state.rnnt, state.ctc_last_label)
     # The next pre-encode cache: the last s+1 frames of [old cache ‖ this stream's new frames].
     idx = n_new[:, None] + np.arange(pre)[None, :]  # [B, pre] positions in audio_signal
     pre_next = np.take_along_axis(audio_signal, np.minimum(idx, audio_signal.shape[2] - 1)[:, None, :], axis=2)
     new_state = StreamState(
-        cache_last_channel=enc["cache_last_channel_next"], cache_last_time=enc["cache_last_time_next"],
-        cache_last_channel_len=enc["cache_last_channel_next_len"], pre_encode_cache=pre_next,
-        rnnt=decoded.rnnt, ctc_last_label=decoded.ctc_last_label, mel_frames=state.mel_frames + n_new,
-        chunks=state.chunks + 1, engine_state=enc.get("engine_state_next"))
+        cache_last_channel=enc["cache_last_channel_next"],
+        cache_last_time=enc["cache_last_time_next"],
+        cache_last_channel_len=enc["cache_last_channel_next_len"],
+        pre_encode_cache=pre_next,
+        rnnt=decoded.rnnt,
+        ctc_last_label=decoded.ctc_last_label,
+        mel_frames=state.mel_frames + n_new,
+        chunks=state.chunks + 1,
+        engine_state=enc.get("engine_state_next"),
+    )
     return StepOutput(audio_signal, length, enc, active, decoded, taps), new_state.select(active, state)
 
 
@@ -170,10 +205,15 @@ def _batched(mel, mel_lengths) -> tuple:
     return mel, lengths
 
 
-def iter_stream(engine, mel: np.ndarray, mel_lengths=None, *, decoders=DECODERS,
-                taps_for: Callable[[int], bool] | None = None,
-                prepare: Callable[[Chunk, StreamState], StreamState] | None = None,
-                ) -> Iterator[tuple[Chunk, StepOutput, StreamState]]:
+def iter_stream(
+    engine,
+    mel: np.ndarray,
+    mel_lengths=None,
+    *,
+    decoders=DECODERS,
+    taps_for: Callable[[int], bool] | None = None,
+    prepare: Callable[[Chunk, StreamState], StreamState] | None = None,
+) -> Iterator[tuple[Chunk, StepOutput, StreamState]]:
     """The chunk loop: stream a (batch of) mel spectrogram(s) [B, feat_in, F] chunk by chunk, yielding
     (chunk, step output, state after the step).
 
@@ -186,10 +226,10 @@ def iter_stream(engine, mel: np.ndarray, mel_lengths=None, *, decoders=DECODERS,
     for chunk in chunk_schedule(lengths, engine.streaming):
         frames = np.zeros((b, mel.shape[1], chunk.width), mel.dtype)
         for i in range(b):
-            frames[i, :, : chunk.n_new[i]] = mel[i, :, chunk.start: chunk.start + chunk.n_new[i]]
+            frames[i, :, : chunk.n_new[i]] = mel[i, :, chunk.start : chunk.start + chunk.n_new[i]]
         if prepare is not None:
             state = prepare(chunk, state)
-        taps = {} if taps_for is not None and taps_for(chunk.index) else None
+        taps: dict | None = {} if taps_for is not None and taps_for(chunk.index) else None
         step, state = stream_step(engine, frames, chunk.n_new, state, taps=taps)
         yield chunk, step, state
 
@@ -198,26 +238,34 @@ def iter_stream(engine, mel: np.ndarray, mel_lengths=None, *, decoders=DECODERS,
 class Tokens:
     """Tokens accumulated over a stream's steps, per decoder and stream."""
 
-    rnnt: list | None = None  # per stream
-    ctc: list | None = None
-    ctc_frame_labels: list | None = None
+    by_decoder: dict  # decoder -> per stream, the token ids so far
+    ctc_frame_labels: list | None  # per stream, the argmax of every CTC frame so far (when CTC decodes)
 
     @classmethod
     def empty(cls, decoders, batch: int) -> Tokens:
-        new = lambda d: [[] for _ in range(batch)] if d in decoders else None  # noqa: E731
-        return cls(new("rnnt"), new("ctc"), new("ctc"))
+        labels: list | None = [[] for _ in range(batch)] if "ctc" in decoders else None
+        return cls({d: [[] for _ in range(batch)] for d in decoders}, labels)
 
     def add(self, step: StepOutput) -> None:
         d = step.decoded
-        for i in range(len(step.active)):
-            if self.rnnt is not None:
-                self.rnnt[i] += d.rnnt_tokens[i]
-            if self.ctc is not None:
-                self.ctc[i] += d.ctc_tokens[i]
-                self.ctc_frame_labels[i] += [int(x) for x in d.ctc_frame_labels[i]]
+        new = {"rnnt": d.rnnt_tokens, "ctc": d.ctc_tokens}
+        for decoder, per_stream in self.by_decoder.items():
+            for i, toks in enumerate(new[decoder] or []):
+                per_stream[i] += toks
+        if self.ctc_frame_labels is not None and d.ctc_frame_labels is not None:
+            for i, labels in enumerate(d.ctc_frame_labels):
+                self.ctc_frame_labels[i] += [int(x) for x in labels]
 
     def of(self, decoder: str, stream: int = 0) -> list:
-        return getattr(self, decoder)[stream]
+        return self.by_decoder[decoder][stream]
+
+    @property
+    def rnnt(self) -> list | None:
+        return self.by_decoder.get("rnnt")
+
+    @property
+    def ctc(self) -> list | None:
+        return self.by_decoder.get("ctc")
 
 
 @dataclass
@@ -241,8 +289,16 @@ class StreamResult:
         return self.tokens.ctc_frame_labels
 
 
-def run_stream(engine, mel: np.ndarray, mel_lengths=None, *, decoders=DECODERS, keep_steps: bool = False,
-               taps_for=None, on_step=None) -> StreamResult:
+def run_stream(
+    engine,
+    mel: np.ndarray,
+    mel_lengths=None,
+    *,
+    decoders=DECODERS,
+    keep_steps: bool = False,
+    taps_for=None,
+    on_step=None,
+) -> StreamResult:
     """``iter_stream`` to the end: the tokens of every stream, and the steps when ``keep_steps``.
     ``on_step(i, step, state)`` is called after each step (progress bars)."""
     mel, lengths = _batched(mel, mel_lengths)

@@ -2,6 +2,7 @@
 
 Token id i is SentencePiece piece i; the blank (id = vocab size) is not a piece and never reaches here.
 """
+
 from __future__ import annotations
 
 import sentencepiece as spm

@@ -1,6 +1,7 @@
 """Validate a user's arrays for one encoder call before running anything, explain each problem in plain
 words, then run onnxruntime on them and translate its error (``Where ... 20 by 70``) into the input that caused
 it (``refimpl check-inputs``)."""
+
 from __future__ import annotations
 
 import re
@@ -37,9 +38,15 @@ class CheckReport:
         return not any(p.severity == "error" for p in self.problems) and self.onnxruntime_error is None
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "model": self.model, "stateless": self.stateless,
-                "problems": [p.__dict__ for p in self.problems], "onnxruntime_error": self.onnxruntime_error,
-                "explanation": self.explanation, "output_shapes": self.output_shapes}
+        return {
+            "ok": self.ok,
+            "model": self.model,
+            "stateless": self.stateless,
+            "problems": [p.__dict__ for p in self.problems],
+            "onnxruntime_error": self.onnxruntime_error,
+            "explanation": self.explanation,
+            "output_shapes": self.output_shapes,
+        }
 
 
 def _check_audio(x, cfg, p, out):
@@ -50,42 +57,74 @@ def _check_audio(x, cfg, p, out):
         out.append(Problem("audio_signal", "error", f"expected float32, found {x.dtype}"))
     if x.shape[1] != f:
         if x.shape[2] == f:
-            return out.append(Problem("audio_signal", "error",
-                                      f"shape {list(x.shape)} looks like [B, T, {f}] (time-major); the export wants "
-                                      f"[B, {f}, T] with time last: use audio_signal.transpose(0, 2, 1)"))
+            return out.append(
+                Problem(
+                    "audio_signal",
+                    "error",
+                    f"shape {list(x.shape)} looks like [B, T, {f}] (time-major); the export wants "
+                    f"[B, {f}, T] with time last: use audio_signal.transpose(0, 2, 1)",
+                )
+            )
         return out.append(Problem("audio_signal", "error", f"axis 1 must be the {f} mel bins, found {x.shape[1]}"))
     t = x.shape[2]
     pre, chunk, s = p.pre_encode_cache_size, p.chunk_size, p.subsampling_factor
-    need = (f"{w} mel frames are needed: {pre} pre-encode frames (s+1 = {s}+1) + {chunk} new frames "
-            f"(s*(R+1) = {s}*({p.att_context_size[1]}+1))")
+    need = (
+        f"{w} mel frames are needed: {pre} pre-encode frames (s+1 = {s}+1) + {chunk} new frames "
+        f"(s*(R+1) = {s}*({p.att_context_size[1]}+1))"
+    )
     if t == w:
         return
     if t <= pre:
-        out.append(Problem("audio_signal", "error",
-                           f"{t} mel frames: after subsampling and dropping {p.drop_extra_pre_encoded} frames no "
-                           f"encoder frame is left (onnxruntime then fails with 'Invalid input shape: {{0}}' in layer "
-                           f"0's conv, or 'Where ... by {p.last_channel_cache_size}'); {need}"))
+        out.append(
+            Problem(
+                "audio_signal",
+                "error",
+                f"{t} mel frames: after subsampling and dropping {p.drop_extra_pre_encoded} frames no "
+                f"encoder frame is left (onnxruntime then fails with 'Invalid input shape: {{0}}' in layer "
+                f"0's conv, or 'Where ... by {p.last_channel_cache_size}'); {need}",
+            )
+        )
     elif t == chunk:
-        out.append(Problem("audio_signal", "error",
-                           f"{t} mel frames = one chunk without its {pre} pre-encode frames: prepend the previous "
-                           f"chunk's last {pre} mel frames ({pre} zero frames before the first chunk); the export drops "
-                           f"{p.drop_extra_pre_encoded} subsampled frames every call, so this gives "
-                           f"{int(p.encoder_frames(t))} encoder frames instead of {p.valid_out_len}; {need}"))
+        out.append(
+            Problem(
+                "audio_signal",
+                "error",
+                f"{t} mel frames = one chunk without its {pre} pre-encode frames: prepend the previous "
+                f"chunk's last {pre} mel frames ({pre} zero frames before the first chunk); the export drops "
+                f"{p.drop_extra_pre_encoded} subsampled frames every call, so this gives "
+                f"{int(p.encoder_frames(t))} encoder frames instead of {p.valid_out_len}; {need}",
+            )
+        )
     elif t == 1 + s * p.att_context_size[1]:
-        out.append(Problem("audio_signal", "error",
-                           f"{t} mel frames is NeMo's eager first chunk (chunk_size[0] = 1 + s*R) without pre-encode "
-                           f"frames; the export always drops {p.drop_extra_pre_encoded} frames, giving "
-                           f"{int(p.encoder_frames(t))} encoder frames instead of {p.valid_out_len}: feed {pre} zero "
-                           f"frames + {chunk} frames ({need})"))
+        out.append(
+            Problem(
+                "audio_signal",
+                "error",
+                f"{t} mel frames is NeMo's eager first chunk (chunk_size[0] = 1 + s*R) without pre-encode "
+                f"frames; the export always drops {p.drop_extra_pre_encoded} frames, giving "
+                f"{int(p.encoder_frames(t))} encoder frames instead of {p.valid_out_len}: feed {pre} zero "
+                f"frames + {chunk} frames ({need})",
+            )
+        )
     elif t > w:
-        out.append(Problem("audio_signal", "error",
-                           f"{t} mel frames is more than one chunk ({w}): the export slices its output to "
-                           f"{p.valid_out_len} frames while the cache absorbs all {int(p.encoder_frames(t))}, so speech is "
-                           f"silently lost; feed one chunk per call ({need})"))
+        out.append(
+            Problem(
+                "audio_signal",
+                "error",
+                f"{t} mel frames is more than one chunk ({w}): the export slices its output to "
+                f"{p.valid_out_len} frames while the cache absorbs all {int(p.encoder_frames(t))}, so speech is "
+                f"silently lost; feed one chunk per call ({need})",
+            )
+        )
     else:
-        out.append(Problem("audio_signal", "warning",
-                           f"{t} mel frames is shorter than a chunk ({w}): only the last chunk of a stream may be, "
-                           f"and it gives {int(p.encoder_frames(t))} encoder frames; {need}"))
+        out.append(
+            Problem(
+                "audio_signal",
+                "warning",
+                f"{t} mel frames is shorter than a chunk ({w}): only the last chunk of a stream may be, "
+                f"and it gives {int(p.encoder_frames(t))} encoder frames; {need}",
+            )
+        )
 
 
 def _check_cache(name, a, want, b, cfg, p, out, t_enc):
@@ -95,23 +134,38 @@ def _check_cache(name, a, want, b, cfg, p, out, t_enc):
     if a.ndim != 4:
         return out.append(Problem(name, "error", f"expected 4 axes {axes} = {want}, found {list(a.shape)}"))
     if a.shape[0] == cfg.n_layers and a.shape[1] == b and b != cfg.n_layers:
-        return out.append(Problem(name, "error",
-                                  f"shape {list(a.shape)} is PyTorch's layer-first layout [n_layers, B, ...]; the "
-                                  f"export wants batch-first {axes} = {want}: use {name}.transpose(1, 0, 2, 3)"))
+        return out.append(
+            Problem(
+                name,
+                "error",
+                f"shape {list(a.shape)} is PyTorch's layer-first layout [n_layers, B, ...]; the "
+                f"export wants batch-first {axes} = {want}: use {name}.transpose(1, 0, 2, 3)",
+            )
+        )
     if b == cfg.n_layers and a.shape[:2] == (b, b):
-        out.append(Problem(name, "warning", f"batch size {b} equals n_layers {cfg.n_layers}: a layer-first cache "
-                                            f"would have the same shape; make sure it is batch-first {axes}"))
+        out.append(
+            Problem(
+                name,
+                "warning",
+                f"batch size {b} equals n_layers {cfg.n_layers}: a layer-first cache "
+                f"would have the same shape; make sure it is batch-first {axes}",
+            )
+        )
     for axis, (found, expect) in enumerate(zip(a.shape, want)):
         if found == expect:
             continue
         if axis == 2 and name == "cache_last_channel":
-            msg = (f"its time axis must be exactly {expect} rows (the left context, baked into the attention mask), "
-                   f"found {found}: don't trim it to cache_last_channel_len, and check the model was exported for "
-                   f"this att_context_size; onnxruntime fails with 'Where ... {found + t_enc} by "
-                   f"{expect + t_enc}'")
+            msg = (
+                f"its time axis must be exactly {expect} rows (the left context, baked into the attention mask), "
+                f"found {found}: don't trim it to cache_last_channel_len, and check the model was exported for "
+                f"this att_context_size; onnxruntime fails with 'Where ... {found + t_enc} by "
+                f"{expect + t_enc}'"
+            )
         elif axis == 3 and name == "cache_last_time":
-            msg = (f"its last axis must be exactly {expect} (kernel-1 of the causal depthwise conv), found {found}; "
-                   f"onnxruntime fails with a broadcast '{found + t_enc - expect} by {t_enc}'")
+            msg = (
+                f"its last axis must be exactly {expect} (kernel-1 of the causal depthwise conv), found {found}; "
+                f"onnxruntime fails with a broadcast '{found + t_enc - expect} by {t_enc}'"
+            )
         else:
             msg = f"axis {axis} must be {expect} ({axes} = {want}), found {found}"
         out.append(Problem(name, "error", msg))
@@ -138,8 +192,10 @@ def check_encoder_inputs(inputs: dict, config, *, first_chunk: bool | None = Non
         if n in inputs and n in names:
             _check_lengths(n, np.asarray(inputs[n]), b, t, p, out, inputs, first_chunk)
     if cfg.has_cache_io and b is not None:
-        for n, want in (("cache_last_channel", [b, cfg.n_layers, p.last_channel_cache_size, cfg.d_model]),
-                        ("cache_last_time", [b, cfg.n_layers, cfg.d_model, p.conv_cache_size])):
+        for n, want in (
+            ("cache_last_channel", [b, cfg.n_layers, p.last_channel_cache_size, cfg.d_model]),
+            ("cache_last_time", [b, cfg.n_layers, cfg.d_model, p.conv_cache_size]),
+        ):
             if n in inputs:
                 _check_cache(n, np.asarray(inputs[n]), want, b, cfg, p, out, t_enc)
     return out
@@ -147,17 +203,35 @@ def check_encoder_inputs(inputs: dict, config, *, first_chunk: bool | None = Non
 
 def _check_lengths(n, v, b, t, p, out, inputs, first_chunk):
     if v.dtype != np.int64:
-        out.append(Problem(n, "error", f"expected int64, found {v.dtype} (onnxruntime: 'Unexpected input data type. "
-                                       f"Actual: (tensor({v.dtype})), expected: (tensor(int64))'): use .astype(np.int64)"))
+        out.append(
+            Problem(
+                n,
+                "error",
+                f"expected int64, found {v.dtype} (onnxruntime: 'Unexpected input data type. "
+                f"Actual: (tensor({v.dtype})), expected: (tensor(int64))'): use .astype(np.int64)",
+            )
+        )
     if v.ndim != 1 or (b is not None and v.shape[0] != b):
         return out.append(Problem(n, "error", f"expected shape [B] = [{b}], found {list(v.shape)}"))
     if n == "length" and t is not None:
         if (v > t).any():
-            out.append(Problem(n, "error", f"length {v.tolist()} is more than the {t} frames of audio_signal: "
-                                           f"it must count the valid frames of the array, pre-encode frames included"))
+            out.append(
+                Problem(
+                    n,
+                    "error",
+                    f"length {v.tolist()} is more than the {t} frames of audio_signal: "
+                    f"it must count the valid frames of the array, pre-encode frames included",
+                )
+            )
         elif (v < t).any():
-            out.append(Problem(n, "warning", f"length {v.tolist()} is less than the {t} frames of audio_signal: right "
-                                             f"only for a zero-padded last chunk of a stream"))
+            out.append(
+                Problem(
+                    n,
+                    "warning",
+                    f"length {v.tolist()} is less than the {t} frames of audio_signal: right "
+                    f"only for a zero-padded last chunk of a stream",
+                )
+            )
     if n == "cache_last_channel_len":
         c = p.last_channel_cache_size
         if (v < 0).any() or (v > c).any():
@@ -168,15 +242,24 @@ def _check_lengths(n, v, b, t, p, out, inputs, first_chunk):
         if cache is not None and np.asarray(cache).ndim == 4 and np.asarray(cache).shape[0] == len(v):
             filled = np.abs(np.asarray(cache)).reshape(len(v), -1).max(axis=1) > 0
             if ((v == 0) & filled).any():
-                out.append(Problem(n, "warning", f"is 0 for stream(s) {np.flatnonzero((v == 0) & filled).tolist()} "
-                                                 f"whose cache_last_channel holds data: feed back "
-                                                 f"cache_last_channel_next_len, or every cached frame stays masked"))
+                out.append(
+                    Problem(
+                        n,
+                        "warning",
+                        f"is 0 for stream(s) {np.flatnonzero((v == 0) & filled).tolist()} "
+                        f"whose cache_last_channel holds data: feed back "
+                        f"cache_last_channel_next_len, or every cached frame stays masked",
+                    )
+                )
 
 
 _WHERE = re.compile(r"Where node.*?(\d+) by (\d+)", re.S)
 _ADD = re.compile(r"Name:'([^']*Add[^']*)'.*?(\d+) by (\d+)", re.S)
-_DIMS = re.compile(r"invalid dimensions for input: (\w+) for the following indices\s+index: (\d+) Got: (\d+) "
-                   r"Expected: (\d+)", re.S)
+_DIMS = re.compile(
+    r"invalid dimensions for input: (\w+) for the following indices\s+index: (\d+) Got: (\d+) "
+    r"Expected: (\d+)",
+    re.S,
+)
 _DTYPE = re.compile(r"Unexpected input data type\. Actual: \(tensor\((\w+)\)\) , expected: \(tensor\((\w+)\)\)")
 
 
@@ -188,36 +271,51 @@ def explain_ort_error(message: str, inputs: dict, config) -> str:
     if m := _WHERE.search(message):
         a, b = int(m.group(1)), int(m.group(2))
         tt = t_enc if t_enc is not None else b - p.last_channel_cache_size
-        return (f"the attention mask is {b} = {b - tt} + {tt} keys wide ({b - tt} cache rows are baked into the "
-                f"graph, plus this chunk's {tt} encoder frames) but the keys are {a} = {a - tt} + {tt}: "
-                f"cache_last_channel has {a - tt} rows where the export needs exactly {p.last_channel_cache_size}"
-                + (f"; and this chunk of {x.shape[-1]} mel frames gives no encoder frame at all (needs {p.window})"
-                   if tt == 0 else "")
-                + ". Typical causes: trimming the cache to cache_last_channel_len, a wrongly sized initial cache, "
-                  "or a cache from a model exported for another att_context_size")
+        return (
+            f"the attention mask is {b} = {b - tt} + {tt} keys wide ({b - tt} cache rows are baked into the "
+            f"graph, plus this chunk's {tt} encoder frames) but the keys are {a} = {a - tt} + {tt}: "
+            f"cache_last_channel has {a - tt} rows where the export needs exactly {p.last_channel_cache_size}"
+            + (
+                f"; and this chunk of {x.shape[-1]} mel frames gives no encoder frame at all (needs {p.window})"
+                if tt == 0
+                else ""
+            )
+            + ". Typical causes: trimming the cache to cache_last_channel_len, a wrongly sized initial cache, "
+            "or a cache from a model exported for another att_context_size"
+        )
     if "Invalid input shape: {0}" in message:
-        return (f"a tensor with 0 frames reached layer 0's convolution: the chunk of {x.shape[-1]} mel frames gives "
-                f"no encoder frame after subsampling and the drop of {p.drop_extra_pre_encoded} pre-encoded frames; "
-                f"a chunk needs {p.window} = {p.pre_encode_cache_size} pre-encode + {p.chunk_size} new frames")
+        return (
+            f"a tensor with 0 frames reached layer 0's convolution: the chunk of {x.shape[-1]} mel frames gives "
+            f"no encoder frame after subsampling and the drop of {p.drop_extra_pre_encoded} pre-encoded frames; "
+            f"a chunk needs {p.window} = {p.pre_encode_cache_size} pre-encode + {p.chunk_size} new frames"
+        )
     if m := _DIMS.search(message):
         name, idx, got, exp = m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4))
         if name == "audio_signal" and idx == 1:
-            return (f"audio_signal axis 1 is {got}, the graph expects the {exp} mel bins there: the features are "
-                    f"time-major [B, T, {exp}]; transpose to [B, {exp}, T]")
+            return (
+                f"audio_signal axis 1 is {got}, the graph expects the {exp} mel bins there: the features are "
+                f"time-major [B, T, {exp}]; transpose to [B, {exp}, T]"
+            )
         if name.startswith("cache") and idx == 1:
-            return (f"{name} axis 1 is {got}, the graph expects n_layers = {exp} there: the cache is in PyTorch's "
-                    f"layer-first layout [n_layers, B, ...]; the export wants batch-first: transpose(1, 0, 2, 3)")
+            return (
+                f"{name} axis 1 is {got}, the graph expects n_layers = {exp} there: the cache is in PyTorch's "
+                f"layer-first layout [n_layers, B, ...]; the export wants batch-first: transpose(1, 0, 2, 3)"
+            )
         return f"{name} axis {idx} is {got}, the graph expects {exp}"
     if m := _DTYPE.search(message):
         wrong = [n for n, v in inputs.items() if np.asarray(v).dtype.name == m.group(1)]
-        return (f"an input is {m.group(1)} where the graph expects {m.group(2)}: "
-                f"{', '.join(wrong) or 'see the input list'}; length and cache_last_channel_len are int64 "
-                f"(decoder_joint's targets and target_length are int32)")
+        return (
+            f"an input is {m.group(1)} where the graph expects {m.group(2)}: "
+            f"{', '.join(wrong) or 'see the input list'}; length and cache_last_channel_len are int64 "
+            f"(decoder_joint's targets and target_length are int32)"
+        )
     if m := _ADD.search(message):
         a, b = int(m.group(2)), int(m.group(3))
         k = a - b + p.conv_cache_size
-        return (f"in {m.group(1)} the convolution output has {a} frames but the residual {b}: cache_last_time's last "
-                f"axis is {k} where the export needs exactly {p.conv_cache_size} (kernel-1)")
+        return (
+            f"in {m.group(1)} the convolution output has {a} frames but the residual {b}: cache_last_time's last "
+            f"axis is {k} where the export needs exactly {p.conv_cache_size} (kernel-1)"
+        )
     return "not a message refimpl knows; check the problems listed above"
 
 
@@ -226,8 +324,11 @@ def check_inputs(model, inputs: dict, *, first_chunk: bool | None = None) -> Che
     import onnxruntime as ort  # heavy (0.35 s, ~20 MB): imported when a check runs
 
     config = plan_onnx(model).config
-    report = CheckReport(str(model), check_encoder_inputs(inputs, config, first_chunk=first_chunk),
-                         stateless=not config.encoder.has_cache_io)
+    report = CheckReport(
+        str(model),
+        check_encoder_inputs(inputs, config, first_chunk=first_chunk),
+        stateless=not config.encoder.has_cache_io,
+    )
     export = find_export(model)
     so = ort.SessionOptions()
     so.log_severity_level = 4
@@ -245,14 +346,16 @@ def check_inputs(model, inputs: dict, *, first_chunk: bool | None = None) -> Che
 def load_inputs(path) -> dict:
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"{p}: no such file (expected an .npz with the encoder inputs by name: "
-                                f"{', '.join(ENCODER_INPUTS)})")
+        raise FileNotFoundError(
+            f"{p}: no such file (expected an .npz with the encoder inputs by name: {', '.join(ENCODER_INPUTS)})"
+        )
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except (ValueError, OSError) as e:
-        raise ValueError(f"{p} is not a readable .npz of arrays ({e}); save with np.savez(path, audio_signal=..., "
-                         f"length=..., ...)") from None
+        raise ValueError(
+            f"{p} is not a readable .npz of arrays ({e}); save with np.savez(path, audio_signal=..., length=..., ...)"
+        ) from None
 
 
 def format_check(report: CheckReport, config) -> str:

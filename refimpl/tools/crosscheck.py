@@ -7,17 +7,25 @@ table; every decoder_joint call onnxruntime made is replayed through refimpl on 
 LSTM states compared); with ``layers=True`` each layer's intermediate tensors are compared too. The report
 (``refimpl.tools.report``) names the first chunk, tensor, layer and frame over tolerance.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
+
 from weights_tools import ModelConfig
 
 from ..model.taps import signal_order
 from ..runtime.chunking import chunk_schedule
-from ..runtime.engines import (ENCODER_OUTPUTS, EngineWrapper, OnnxEngine, RefimplEngine, load_model,
-                               parse_att_context_size)
+from ..runtime.engines import (
+    ENCODER_OUTPUTS,
+    EngineWrapper,
+    OnnxEngine,
+    RefimplEngine,
+    load_model,
+    parse_att_context_size,
+)
 from ..runtime.features import features
 from ..runtime.streaming import DECODERS, Tokens, available_decoders, decode, initial_state, iter_stream
 from .contract import check_same_architecture, stateless_message
@@ -58,7 +66,7 @@ def compare_outputs(mine: dict, reference: dict) -> dict:
 def replay_decoder(calls, engine) -> dict:
     """``engine``'s decoder_joint replayed on every recorded call: per output, the worst comparison (the first
     failing one, else the largest max_rel)."""
-    worst = {}
+    worst: dict = {}
     for inputs, expected in calls:
         got = engine.decoder_joint(*inputs)
         for name, key, a, r in zip(DECODER_OUTPUTS, ("decoder_logits", "lstm_state", "lstm_state"), got, expected):
@@ -73,8 +81,9 @@ def _common_decoders(reference, candidate, decoders) -> tuple:
     return tuple(d for d in available_decoders(reference, decoders) if d in available_decoders(candidate))
 
 
-def crosscheck_engines(reference, candidate, mel, *, model: str = "", decoders=DECODERS, layers: bool = False,
-                       on_chunk=None) -> Report:
+def crosscheck_engines(
+    reference, candidate, mel, *, model: str = "", decoders=DECODERS, layers: bool = False, on_chunk=None
+) -> Report:
     """``reference`` (e.g. OnnxEngine) vs ``candidate`` (e.g. RefimplEngine) on one stream of mel [feat_in, F] or
     [1, feat_in, F]. ``on_chunk(i, n_chunks)`` is called after each chunk (progress)."""
     mel = np.asarray(mel, np.float32)
@@ -85,12 +94,16 @@ def crosscheck_engines(reference, candidate, mel, *, model: str = "", decoders=D
     n_chunks = len(chunk_schedule([mel.shape[2]], reference.streaming))
     tokens = {reference.name: Tokens.empty(decoders, 1), candidate.name: Tokens.empty(decoders, 1)}
     chunks, first = [], None
-    lockstep = zip(iter_stream(ref, mel, decoders=decoders, taps_for=taps_for),
-                   iter_stream(candidate, mel, decoders=decoders, taps_for=taps_for))
+    lockstep = zip(
+        iter_stream(ref, mel, decoders=decoders, taps_for=taps_for),
+        iter_stream(candidate, mel, decoders=decoders, taps_for=taps_for),
+    )
     for (chunk, step_r, _), (_, step_c, _) in lockstep:
         outs = compare_outputs(outputs_of(step_c.encoder, step_c.decoded), outputs_of(step_r.encoder, step_r.decoded))
         outs.update(replay_decoder(ref.take_calls(), candidate))
-        taps = {n: compare(n, step_c.taps[n], step_r.taps[n]) for n in signal_order(step_r.taps)} if layers else {}
+        taps = {}
+        if step_r.taps is not None and step_c.taps is not None:
+            taps = {n: compare(n, step_c.taps[n], step_r.taps[n]) for n in signal_order(step_r.taps)}
         report = ChunkReport(chunk.index, outs, taps)
         chunks.append(report)
         tokens[reference.name].add(step_r)
@@ -102,8 +115,16 @@ def crosscheck_engines(reference, candidate, mel, *, model: str = "", decoders=D
     toks = {who: {d: t.of(d) for d in decoders} for who, t in tokens.items()}
     first = first or token_divergence(toks[reference.name], toks[candidate.name])
     dropped = int(mel.shape[2] - sum(int(c.n_new[0]) for c in chunk_schedule([mel.shape[2]], reference.streaming)))
-    return Report(model, tuple(candidate.config.encoder.att_context_size), chunks, toks, first, dropped,
-                  reference=reference.name, candidate=candidate.name)
+    return Report(
+        model,
+        tuple(candidate.config.encoder.att_context_size),
+        chunks,
+        toks,
+        first,
+        dropped,
+        reference=reference.name,
+        candidate=candidate.name,
+    )
 
 
 def crosscheck_offline(reference, candidate, mel, *, model: str = "", decoders=DECODERS) -> Report:
@@ -120,13 +141,21 @@ def crosscheck_offline(reference, candidate, mel, *, model: str = "", decoders=D
         start = initial_state(engine, 1, decoders)
         d = decode(engine, enc, enc["encoded_lengths"], start.rnnt, start.ctc_last_label)
         outputs[engine.name] = outputs_of(enc, d)
-        tokens[engine.name] = {k: v[0] for k, v in (("rnnt", d.rnnt_tokens), ("ctc", d.ctc_tokens)) if k in decoders}
+        tokens[engine.name] = {k: v[0] for k, v in (("rnnt", d.rnnt_tokens), ("ctc", d.ctc_tokens)) if v is not None}
     outs = compare_outputs(outputs[candidate.name], outputs[reference.name])
     outs.update(replay_decoder(ref.take_calls(), candidate))
     chunk = ChunkReport(0, outs)
     first = None if chunk.ok else first_divergence(0, {}, outs)
-    return Report(model, tuple(candidate.config.encoder.att_context_size), [chunk], tokens, first, mode="offline",
-                  reference=reference.name, candidate=candidate.name)
+    return Report(
+        model,
+        tuple(candidate.config.encoder.att_context_size),
+        [chunk],
+        tokens,
+        first,
+        mode="offline",
+        reference=reference.name,
+        candidate=candidate.name,
+    )
 
 
 def _with_lookahead_of(config: ModelConfig, other: ModelConfig) -> ModelConfig:
@@ -136,9 +165,21 @@ def _with_lookahead_of(config: ModelConfig, other: ModelConfig) -> ModelConfig:
     return dataclasses.replace(config, encoder=dataclasses.replace(config.encoder, att_context_sizes=both))
 
 
-def crosscheck(audio, model, *, att_context_size=None, weights=None, layers: bool = False, dtype=np.float32,
-               impl: str = "plain", backend: str | None = None, threads: int = 1, decoders=DECODERS, on_chunk=None,
-               notices: list | None = None) -> Report:
+def crosscheck(
+    audio,
+    model,
+    *,
+    att_context_size=None,
+    weights=None,
+    layers: bool = False,
+    dtype=np.float32,
+    impl: str = "plain",
+    backend: str | None = None,
+    threads: int = 1,
+    decoders=DECODERS,
+    on_chunk=None,
+    notices: list | None = None,
+) -> Report:
     """onnxruntime on ``model`` (NeMo's export) vs refimpl (weights from ``weights`` if given — a .nemo or
     another export of the same model — else from ``model``) on ``audio`` (a path or a 1-D array). ``impl``:
     refimpl's plain NumPy reference (default) or its fast path."""
@@ -148,12 +189,20 @@ def crosscheck(audio, model, *, att_context_size=None, weights=None, layers: boo
         check_same_architecture(ref.config, config, str(model), str(weights))
         if config.encoder.att_context_sizes is None:
             config = _with_lookahead_of(config, ref.config)
-    cand = RefimplEngine(config, w, att_context_size=ref.config.encoder.att_context_size if ref.has_cache_io
-                         else None, impl=impl, backend=backend, dtype=dtype)
+    cand = RefimplEngine(
+        config,
+        w,
+        att_context_size=ref.config.encoder.att_context_size if ref.has_cache_io else None,
+        impl=impl,
+        backend=backend,
+        dtype=dtype,
+    )
     mel, _ = features(audio, cand.config, cand.featurizer)
     if not ref.has_cache_io:
         if notices is not None:
-            notices.append(stateless_message(ref.files.encoder or ref.files.ctc)
-                           + " Comparing one whole-utterance call instead (what this graph computes).")
+            notices.append(
+                stateless_message(ref.files.encoder or ref.files.ctc)
+                + " Comparing one whole-utterance call instead (what this graph computes)."
+            )
         return crosscheck_offline(ref, cand, mel, model=str(model), decoders=decoders)
     return crosscheck_engines(ref, cand, mel, model=str(model), decoders=decoders, layers=layers, on_chunk=on_chunk)

@@ -1,12 +1,14 @@
 """The one report type of refimpl's comparisons (crosscheck, golden verify): per chunk, every tensor compared
 under the tolerance table; the token sequences; the first place the two sides part ways, located in the
 signal path (chunk, layer, frame, stream); and its text form."""
+
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 
 from ..model.taps import layer_of
+
 
 @dataclass
 class ChunkReport:
@@ -42,7 +44,7 @@ class Report:
 
     def worst(self) -> dict:
         """name -> (max_abs, max_rel) over all chunks."""
-        out = {}
+        out: dict = {}
         for ch in self.chunks:
             for name, c in list(ch.outputs.items()) + list(ch.layers.items()):
                 a, r = out.get(name, (0.0, 0.0))
@@ -50,11 +52,22 @@ class Report:
         return out
 
     def as_dict(self) -> dict:
-        return {"ok": self.ok, "model": self.model, "mode": self.mode, "att_context_size": list(self.att_context_size),
-                "chunks": [{"index": ch.index, "outputs": {k: v.as_dict() for k, v in ch.outputs.items()},
-                            **({"layers": {k: v.as_dict() for k, v in ch.layers.items()}} if ch.layers else {})}
-                           for ch in self.chunks],
-                "first_divergence": self.first_divergence, "tokens": self.tokens}
+        return {
+            "ok": self.ok,
+            "model": self.model,
+            "mode": self.mode,
+            "att_context_size": list(self.att_context_size),
+            "chunks": [
+                {
+                    "index": ch.index,
+                    "outputs": {k: v.as_dict() for k, v in ch.outputs.items()},
+                    **({"layers": {k: v.as_dict() for k, v in ch.layers.items()}} if ch.layers else {}),
+                }
+                for ch in self.chunks
+            ],
+            "first_divergence": self.first_divergence,
+            "tokens": self.tokens,
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=1)
@@ -78,8 +91,12 @@ def _locate(name: str, cmp) -> dict:
     elif name == "logprobs":  # [B, T, V+1]
         loc.update(frame=idx[1], frame_meaning="encoder frame of this chunk")
     elif "/" in name:  # taps [B, T, d]
-        loc.update(layer=layer_of(name), frame=idx[1], frame_meaning="encoder frame of this chunk"
-                   + (" (before the pre-encode drop)" if "pre_encode" in name else ""))
+        loc.update(
+            layer=layer_of(name),
+            frame=idx[1],
+            frame_meaning="encoder frame of this chunk"
+            + (" (before the pre-encode drop)" if "pre_encode" in name else ""),
+        )
     return loc
 
 
@@ -92,8 +109,11 @@ def first_divergence(chunk: int, taps: dict, outs: dict, *, hint: bool = True) -
     if bad_taps:
         name, cmp = bad_taps[0], taps[bad_taps[0]]
     else:
-        caches = [(_locate(n, outs[n]).get("layer", 1 << 30), i, n)
-                  for i, n in enumerate(("cache_last_channel_next", "cache_last_time_next")) if n in bad]
+        caches = [
+            (_locate(n, outs[n]).get("layer", 1 << 30), i, n)
+            for i, n in enumerate(("cache_last_channel_next", "cache_last_time_next"))
+            if n in bad
+        ]
         name = min(caches)[2] if caches else bad[0]
         cmp = outs[name]
     loc = {"chunk": chunk, **_locate(name, cmp), "also": [n for n in bad_taps + bad if n != name]}
@@ -108,16 +128,21 @@ def token_divergence(ref: dict, cand: dict) -> dict | None:
         r, c = ref[d], cand.get(d, [])
         if r != c:
             pos = next((i for i, (a, b) in enumerate(zip(r, c)) if a != b), min(len(r), len(c)))
-            return {"tensor": f"{d}_tokens", "token_index": pos,
-                    "detail": f"{d} token sequences differ from position {pos} although every compared tensor is "
-                              f"within tolerance (an argmax near-tie)"}
+            return {
+                "tensor": f"{d}_tokens",
+                "token_index": pos,
+                "detail": f"{d} token sequences differ from position {pos} although every compared tensor is "
+                f"within tolerance (an argmax near-tie)",
+            }
     return None
 
 
 def format_report(report: Report, *, texts: dict | None = None) -> str:
     """Human-readable: one line per chunk, the worst per tensor, the first divergence, the tokens."""
-    lines = [f"crosscheck {report.model}: att_context_size {list(report.att_context_size)}, "
-             f"{len(report.chunks)} chunk(s){' (offline: one whole-utterance call)' if report.mode == 'offline' else ''}"]
+    lines = [
+        f"crosscheck {report.model}: att_context_size {list(report.att_context_size)}, "
+        f"{len(report.chunks)} chunk(s){' (offline: one whole-utterance call)' if report.mode == 'offline' else ''}"
+    ]
     lines.append(f"{'chunk':>5}  {'worst max_rel':>13}  {'in tensor':<44} status")
     for ch in report.chunks:
         items = list(ch.outputs.items()) + list(ch.layers.items())
@@ -141,15 +166,19 @@ def format_report(report: Report, *, texts: dict | None = None) -> str:
         lines.append("first divergence: none (every tensor of every chunk within tolerance)")
     else:
         where = ", ".join(f"{k} {fd[k]}" for k in ("chunk", "layer", "frame", "stream") if k in fd)
-        extra = (f" ({fd.get('frame_meaning')})" if "frame_meaning" in fd else "")
+        extra = f" ({fd.get('frame_meaning')})" if "frame_meaning" in fd else ""
         if "max_rel" in fd:
-            lines.append(f"first divergence: {where}: {fd['tensor']} max_rel {fd['max_rel']:.2e} > {fd['limit']:.0e}"
-                         f" (max_abs {fd['max_abs']:.2e}){extra}")
+            lines.append(
+                f"first divergence: {where}: {fd['tensor']} max_rel {fd['max_rel']:.2e} > {fd['limit']:.0e}"
+                f" (max_abs {fd['max_abs']:.2e}){extra}"
+            )
         else:
             lines.append(f"first divergence: {fd['tensor']}: {fd.get('detail', '')}")
         if fd.get("also"):
-            lines.append(f"  also over tolerance in that chunk: {', '.join(fd['also'][:8])}"
-                         f"{' ...' if len(fd['also']) > 8 else ''}")
+            lines.append(
+                f"  also over tolerance in that chunk: {', '.join(fd['also'][:8])}"
+                f"{' ...' if len(fd['also']) > 8 else ''}"
+            )
         if fd.get("hint"):
             lines.append(f"  {fd['hint']}")
     ref, cand = report.reference, report.candidate

@@ -12,6 +12,7 @@ a margin of ~5x for 17-layer models without hiding a real bug (a wrong cache shi
 outputs by 1e-2 or more relative). float64 refimpl against float32 references sees only the reference's own
 float32 rounding, the same size, so the same limits apply.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,11 @@ class Tolerance:
 
 # name -> Tolerance (float32 and float64 refimpl share limits: the references are float32; see module doc)
 TOLERANCES = {
-    "mel": Tolerance(2e-5, "log amplifies float32 FFT rounding in near-silent bins (|log-mel| up to ~17, "
-                           "abs error up to ~6e-5 there); median error is ~2e-7"),
+    "mel": Tolerance(
+        2e-5,
+        "log amplifies float32 FFT rounding in near-silent bins (|log-mel| up to ~17, "
+        "abs error up to ~6e-5 there); median error is ~2e-7",
+    ),
     "outputs": Tolerance(1e-5, "encoder output after n_layers of float32 matmuls in another summation order"),
     "logprobs": Tolerance(1e-5, "CTC log_softmax of the encoder output: same error, plus one 1x1 conv"),
     "cache_last_channel_next": Tolerance(1e-5, "post-norm attention inputs: a LayerNorm output per layer"),
@@ -46,8 +50,12 @@ EXACT = ("encoded_lengths", "cache_last_channel_next_len", "length", "tokens", "
 
 # which table entry a tensor name uses
 ALIASES = {
-    "cache_last_channel": "cache_last_channel_next", "cache_last_time": "cache_last_time_next",
-    "output_states_1": "lstm_state", "output_states_2": "lstm_state", "h": "lstm_state", "c": "lstm_state",
+    "cache_last_channel": "cache_last_channel_next",
+    "cache_last_time": "cache_last_time_next",
+    "output_states_1": "lstm_state",
+    "output_states_2": "lstm_state",
+    "h": "lstm_state",
+    "c": "lstm_state",
     "logits": "decoder_logits",
 }
 
@@ -80,8 +88,9 @@ def compare(name: str, actual, reference, tolerance: Tolerance | None = None) ->
     """Compare one tensor against its reference under the table (exact for integer tensors)."""
     a, r = np.asarray(actual), np.asarray(reference)
     if a.shape != r.shape:
-        return Comparison(name, float("inf"), float("inf"), 0.0, 0.0, False, None,
-                          f"shape {a.shape} != reference shape {r.shape}")
+        return Comparison(
+            name, float("inf"), float("inf"), 0.0, 0.0, False, None, f"shape {a.shape} != reference shape {r.shape}"
+        )
     exact = r.dtype.kind in "iub" or name in EXACT
     if r.size == 0:
         return Comparison(name, 0.0, 0.0, 0.0, 0.0, True)
@@ -89,8 +98,15 @@ def compare(name: str, actual, reference, tolerance: Tolerance | None = None) ->
     max_abs = float(diff.max())
     if exact:
         bad = diff > 0
-        return Comparison(name, max_abs, max_abs, 1.0, 0.0, not bad.any(),
-                          tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None)
+        return Comparison(
+            name,
+            max_abs,
+            max_abs,
+            1.0,
+            0.0,
+            not bad.any(),
+            tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None,
+        )
     tol = tolerance or tolerance_for(name)
     scale = max(float(np.abs(r).max()), SCALE_FLOOR)
     bad = ~(diff <= tol.rel * scale)  # NaN counts as bad
