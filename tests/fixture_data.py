@@ -95,6 +95,17 @@ def ort_engine(path, **kw):
     return _ort_engine(str(path), tuple(sorted(kw.items())))
 
 
+def assert_close(actual, reference, name: str = "kernel"):
+    """actual within the tolerance table's entry ``name`` of reference (its float32 or float64 limit by dtype),
+    with the same shape and dtype."""
+    from refimpl.tools.tolerances import compare
+
+    a, r = np.asarray(actual), np.asarray(reference)
+    assert a.shape == r.shape and a.dtype == r.dtype, (a.shape, r.shape, a.dtype, r.dtype)
+    cmp = compare(name, a, r)
+    assert cmp.ok, cmp
+
+
 def assert_crosscheck_ok(report, golden=None):
     """No divergence, identical tokens on both engines, and NeMo's RNNT tokens when a golden is given."""
     assert report.first_divergence is None, report.first_divergence

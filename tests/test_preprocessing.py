@@ -122,20 +122,17 @@ def test_padded_batch_matches_nemo(goldens, clips):
     # NeMo >= 2.5 is invariant to padding: the short row equals that row computed on its own, bar extra columns
     alone, alone_length = log_mel(rows[1])
     assert alone_length[0] == mel_length[1]
-    np.testing.assert_array_equal(mel[1, :, : alone.shape[2]], alone[0])
+    # (within the table, not bit for bit: the batched and the single-row FFT may round differently with another
+    # BLAS/FFT build; 5.96e-8 was seen)
+    assert compare("mel", mel[1, :, : alone.shape[2]], alone[0]).ok
 
 
 def test_checkpoint_preprocessor_buffers(goldens, clips):
-    """With weights_tools.load_nemo (when present): the checkpoint's fb is exactly mel_filterbank(), its window
-    is window_function() to float32 rounding, and log-mels made with them match NeMo too."""
-    if not hasattr(weights_tools, "load_nemo"):
-        pytest.skip("weights_tools.load_nemo is not available")
+    """weights_tools.load_nemo returns the checkpoint's preprocessor buffers: its fb is exactly mel_filterbank(),
+    its window is window_function() to float32 rounding, and log-mels made with them match NeMo too."""
     config, weights = weights_tools.load_nemo(FIXTURES / "hybrid" / "model.nemo")
-    try:
-        fb = weights_tools.get(weights, "preprocessor.featurizer.fb")
-        window = weights_tools.get(weights, "preprocessor.featurizer.window")
-    except KeyError:
-        pytest.skip("weights_tools.load_nemo does not return the preprocessor buffers")
+    fb = weights_tools.get(weights, "preprocessor.featurizer.fb")
+    window = weights_tools.get(weights, "preprocessor.featurizer.window")
     cfg = config.preprocessor
     np.testing.assert_array_equal(np.asarray(fb)[0], mel_filterbank(cfg))
     np.testing.assert_allclose(window, window_function(cfg.window, cfg.n_window_size), rtol=0, atol=2.4e-7)

@@ -68,7 +68,8 @@ def nemo_folded(model: str):
 
 
 @functools.cache
-def onnx_model(folder: str):
+def onnx_flat(folder: str):
+    """(config, flattened weights) of an export folder (fixture_data.onnx_model gives the nested tree)."""
     config, weights = wt.load_onnx(FIXTURES / folder)
     return config, wt.flatten(weights)
 
@@ -91,7 +92,7 @@ def folded_names(config) -> set:
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_onnx_weights_equal_nemo_bit_for_bit(folder):
     model, _, parts, _ = FOLDERS[folder]
-    config, weights = onnx_model(folder)
+    config, weights = onnx_flat(folder)
     _, ref = nemo_folded(model)
     expected = {n for n in ref if n.split(".")[0] in parts}
     assert set(weights) == expected  # complete, and nothing else (no batch_norm when folded, no preprocessor)
@@ -106,7 +107,7 @@ def test_onnx_weights_equal_nemo_bit_for_bit(folder):
 @pytest.mark.parametrize("folder", FOLDERS)
 def test_onnx_config_agrees_with_nemo(folder):
     model, att, parts, cached = FOLDERS[folder]
-    config, _ = onnx_model(folder)
+    config, _ = onnx_flat(folder)
     ref, _ = nemo_folded(model)
     enc = config.encoder
     for f in ENCODER_FIELDS:
@@ -132,7 +133,7 @@ def test_the_fixture_preprocessor_is_the_documented_default():
 def test_fold_batch_norm_matches_the_exporter():
     """torch's fold runs the same float32 ops in the same order, but torch's CPU sqrt (MKL VML) is not
     correctly rounded (1 ulp low for ~0.65% of inputs), so a channel's scale can differ by 1 ulp."""
-    config, weights = onnx_model("variant/att-24-3")
+    config, weights = onnx_flat("variant/att-24-3")
     _, ref = nemo_folded("variant")
     names = folded_names(config)
     assert len(names) == 2 * config.encoder.n_layers
@@ -239,7 +240,7 @@ def test_a_single_onnx_file_finds_its_partner_and_tokenizer():
     config, weights = wt.load_onnx(FIXTURES / "hybrid" / "att-70-6" / "encoder-model.onnx")
     assert config.encoder.att_context_size == (70, 6) and config.rnnt is not None
     assert config.tokenizer_model is not None
-    assert set(wt.flatten(weights)) == set(onnx_model("hybrid/att-70-6")[1])
+    assert set(wt.flatten(weights)) == set(onnx_flat("hybrid/att-70-6")[1])
     ctc_config, _ = wt.load_onnx(FIXTURES / "hybrid" / "ctc-att-70-13" / "model.onnx")
     assert ctc_config.ctc.vocab_size == 128 and ctc_config.rnnt is None
 

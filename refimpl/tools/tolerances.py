@@ -10,7 +10,8 @@ relative to its magnitude; LayerNorm re-normalises each layer, so errors add up 
 multiplying: measured worst cases are 2e-7..2e-6 relative on the fixtures (see the tests), and 1e-5 leaves
 a margin of ~5x for 17-layer models without hiding a real bug (a wrong cache shift, mask or weight moves
 outputs by 1e-2 or more relative). float64 refimpl against float32 references sees only the reference's own
-float32 rounding, the same size, so the same limits apply.
+float32 rounding, the same size, so the same limits apply. Only when both sides are float64 (refimpl's own
+implementations against each other) does an entry's ``rel64`` apply, where it has one.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ SCALE_FLOOR = 1e-3
 class Tolerance:
     rel: float  # max|a - b| / max(max|ref|, SCALE_FLOOR) allowed
     reason: str
+    rel64: float | None = None  # the limit when both sides are float64 (None: the same as rel)
 
 
 # name -> Tolerance (float32 and float64 refimpl share limits: the references are float32; see module doc)
@@ -43,7 +45,29 @@ TOLERANCES = {
     "lstm_state": Tolerance(1e-5, "LSTM h and c after one step: sigmoid/tanh of float32 gate sums"),
     "layer": Tolerance(1e-5, "per-layer taps (pre_encode, each layer and sub-block output): as 'outputs'"),
     "pre_encode": Tolerance(1e-5, "conv subsampling: sums of <= 3*3*C products in float32"),
+    "engine_state": Tolerance(
+        1e-5,
+        "the fast path's projected keys/values of cached frames: one d-long float32 "
+        "product of a LayerNorm output, computed chunk by chunk or from the cache",
+    ),
+    "kernel": Tolerance(
+        1e-5,
+        "a fast-path kernel against its NumPy twin, or a twin against the plain function it "
+        "restructures: the same float32 formulas in another summation order (Numba loops "
+        "vs BLAS; LayerNorm statistics in float64)",
+        rel64=1e-12,
+    ),  # float64: unit roundoff 1.1e-16, sums of at most a few thousand terms
+    "layer_norm_stats": Tolerance(
+        2e-5,
+        "LayerNorm of rows whose mean is far larger than their spread (300 vs 1): "
+        "the NumPy reference's float32 variance cancels (measured 1.1e-5), the "
+        "kernel's float64 statistics do not",
+    ),
 }
+# The worst max_rel measured on the committed fixtures against onnxruntime (every export, look-ahead, clip and
+# layer tap: 1.1e-6 at the time of writing). Tests assert it stays below this, so a regression that eats the
+# table's margin shows up before it fails the table.
+FIXTURE_WORST_REL = 3e-6
 # compared exactly: integers, and the chunk inputs a golden file records (the driver rebuilds them from the same
 # recorded numbers, so any difference is a change to the file or to the chunking, never rounding)
 EXACT = ("encoded_lengths", "cache_last_channel_next_len", "length", "tokens", "prednet_lengths", "audio_signal")
@@ -108,7 +132,8 @@ def compare(name: str, actual, reference, tolerance: Tolerance | None = None) ->
             tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None,
         )
     tol = tolerance or tolerance_for(name)
+    rel = tol.rel64 if tol.rel64 is not None and a.dtype == np.float64 and r.dtype == np.float64 else tol.rel
     scale = max(float(np.abs(r).max()), SCALE_FLOOR)
-    bad = ~(diff <= tol.rel * scale)  # NaN counts as bad
+    bad = ~(diff <= rel * scale)  # NaN counts as bad
     first = tuple(int(i) for i in np.argwhere(bad)[0]) if bad.any() else None
-    return Comparison(name, max_abs, max_abs / scale, scale, tol.rel, not bad.any(), first)
+    return Comparison(name, max_abs, max_abs / scale, scale, rel, not bad.any(), first)
