@@ -20,7 +20,8 @@ from weights_tools import ConfigError, ModelLoadError, io_contract, plan_onnx, r
 from . import api
 from .fast.encoder import BACKENDS
 from .model.audio import AudioError
-from .runtime.engines import IMPLS, LookAheadError, parse_att_context_size, resolve_att_context_size
+from .runtime.engines import IMPLS
+from .runtime.lookahead import LookAheadError, parse_att_context_size, resolve_att_context_size
 from .runtime.tokenizer import Tokenizer
 from .tools import golden
 from .tools.bench import add_bench_parser

@@ -85,7 +85,7 @@ def layer_first_to_batch_first(cache: np.ndarray) -> np.ndarray:
 
 @functools.cache
 def _ort_engine(path: str, kw: tuple):
-    from refimpl.runtime.engines import OnnxEngine
+    from refimpl.runtime.onnx_engine import OnnxEngine
 
     return OnnxEngine(path, **dict(kw))
 

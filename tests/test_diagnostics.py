@@ -12,7 +12,8 @@ from fixture_data import AUDIO, FIXTURES, mel_goldens, nemo_model
 from onnx import numpy_helper
 
 from refimpl.cli import main
-from refimpl.runtime.engines import OnnxEngine, RefimplEngine
+from refimpl.runtime.engines import RefimplEngine
+from refimpl.runtime.onnx_engine import OnnxEngine
 from refimpl.tools.check_inputs import check_inputs
 from refimpl.tools.crosscheck import crosscheck_engines
 

@@ -17,8 +17,9 @@ pytestmark = [
 
 
 def _crosscheck(folder, backend, seconds=61.0, weights=None):
-    from refimpl.runtime.engines import OnnxEngine, open_refimpl
+    from refimpl.runtime.engines import open_refimpl
     from refimpl.runtime.features import features
+    from refimpl.runtime.onnx_engine import OnnxEngine
     from refimpl.tools.bench import bench_audio
     from refimpl.tools.crosscheck import crosscheck_engines
 

@@ -18,7 +18,8 @@ from .errors import (
     WeightNotFoundError,
 )
 from .nemo_load import load_nemo, read_nemo_config
-from .onnx_load import find_export, load_onnx, plan_onnx
+from .onnx_export import find_export
+from .onnx_load import load_onnx, plan_onnx
 from .streaming import StreamingParams, streaming_params, subsampled_length
 from .tree import flatten, get, unflatten
 

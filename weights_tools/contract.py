@@ -4,9 +4,9 @@ streaming numbers that follow from a config."""
 from __future__ import annotations
 
 from .config import ModelConfig
+from .onnx_export import find_export
 from .onnx_file import read_onnx
 from .onnx_graph import value_dims, value_dtype
-from .onnx_load import find_export
 from .streaming import streaming_params
 
 # (role, name) -> (layout, meaning); role "encoder" also covers the encoder part of the CTC graph

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
-
-import onnx
 
 from .config import EncoderConfig
-from .errors import IncompatibleModelError, ModelLoadError, WeightNotFoundError
-from .onnx_graph import SHAPE_OPS, Graph
-from .schema import encoder_shapes, pre_encode_conv_indices
+from .errors import ModelLoadError, WeightNotFoundError
+from .onnx_convs import _depthwise_conv, _subsampling
+from .onnx_graph import SHAPE_OPS, Graph, scope_matches
+from .onnx_lookahead import CACHE_INPUTS, Lookahead, read_lookahead
+from .schema import encoder_shapes
 from .sources import Source
 
-CACHE_INPUTS = ("cache_last_channel", "cache_last_time", "cache_last_channel_len")
 LAYER_LINEARS = (
     "feed_forward1.linear1",
     "feed_forward1.linear2",
@@ -32,23 +30,6 @@ LAYER_LINEARS = (
     "feed_forward2.linear1",
     "feed_forward2.linear2",
 )
-_CONV_PATH_OPS = SHAPE_OPS | {
-    "Mul",
-    "Sigmoid",
-    "LayerNormalization",
-    "BatchNormalization",
-    "InstanceNormalization",
-    "GroupNormalization",
-}
-_NORM_OPS = {"LayerNormalization": "layer_norm", "BatchNormalization": "batch_norm"}
-
-
-@dataclass(frozen=True)
-class Lookahead:
-    """What the graph says about the look-ahead it was exported for, and where each number came from."""
-
-    att_context_size: tuple
-    evidence: dict  # e.g. {"output slice (valid_out_len)": 14, "chunked mask chunk size": 14, ...}
 
 
 def read_encoder(g: Graph) -> tuple[EncoderConfig, dict, Lookahead]:
@@ -107,16 +88,6 @@ def graph_prefix(g: Graph) -> str:
 
 
 # --- anchors ------------------------------------------------------------------------------------------------
-def scope_matches(node_name: str, module: str) -> bool:
-    """True if the exporter's node name (``/layers.0/self_attn/linear_q/MatMul``) lies in ``module``
-    (``layers.0.self_attn.linear_q``); unnamed nodes pass. Numeric parts join their parent, as torch names
-    scopes (``layers.0``, ``joint_net.2``)."""
-    if not node_name:
-        return True
-    want = re.sub(r"\.(\d+)(?=\.|$)", r"#\1", module).split(".")
-    want = [w.replace("#", ".") for w in want]
-    have = node_name.split("/")
-    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))
 
 
 def linear_source(g: Graph, bias: str | None, module: str, what: str) -> Source:
@@ -217,122 +188,6 @@ def _feat_in(g: Graph) -> int:
     return dims[1]
 
 
-def _conv_node(g: Graph, weight: str, what: str):
-    users = [n for n in g.consumers(weight) if n.op_type == "Conv"]
-    if len(users) != 1:
-        raise WeightNotFoundError(f"{g.name}: expected exactly one Conv using {weight!r} ({what}), found {len(users)}")
-    return users[0]
-
-
-def _attr(node, name, default=None):
-    for a in node.attribute:
-        if a.name == name:
-            return onnx.helper.get_attribute_value(a)
-    return default
-
-
-def _subsampling(g: Graph, p: str) -> dict:
-    """dw_striding: conv.0 (1 -> C, stride 2), then per further stride-2 stage a depthwise 3x3 (stride 2) and a
-    pointwise 1x1. Factor, channels and causality from the Conv nodes and the Pad in front of conv.0."""
-    idx = sorted(
-        int(m.group(1)) for n in g.inits if (m := re.fullmatch(re.escape(p) + r"pre_encode\.conv\.(\d+)\.weight", n))
-    )
-    convs = {i: _conv_node(g, f"{p}pre_encode.conv.{i}.weight", f"pre_encode.conv.{i}") for i in idx}
-    w = {i: g.inits[f"{p}pre_encode.conv.{i}.weight"].dims for i in idx}
-    factor = math.prod(int(_attr(convs[i], "strides", [1, 1])[0]) for i in idx)
-    if 0 not in idx or factor < 2:
-        raise ModelLoadError(
-            f"{g.name}: no strided pre_encode convolutions found (pre_encode.conv indices {idx}); "
-            f"refimpl supports dw_striding subsampling"
-        )
-    channels = w[0][0]
-    expected = pre_encode_conv_indices(factor)
-    ok = [i for i, _ in expected] == idx and all(
-        (kind == "conv" and w[i][1] == 1 and _attr(convs[i], "group", 1) == 1)
-        or (kind == "depthwise" and _attr(convs[i], "group", 1) == channels)
-        or (kind == "pointwise" and tuple(w[i][2:]) == (1, 1))
-        for i, kind in expected
-    )
-    if not ok:
-        raise ModelLoadError(
-            f"{g.name}: the pre_encode convolutions (indices {idx}, weights {list(w.values())}) "
-            f"are not NeMo's dw_striding subsampling; refimpl supports dw_striding only"
-        )
-    return {"factor": factor, "channels": channels, "causal": _causal_pre_encode(g, convs[0])}
-
-
-def _causal_pre_encode(g: Graph, conv) -> bool:
-    """CausalConv2D pads time and freq by (k-1, stride-1) with an explicit Pad; a plain Conv2d pads (k-1)//2
-    on both sides through its ``pads`` attribute."""
-    k, s = _attr(conv, "kernel_shape")[0], _attr(conv, "strides")[0]
-    pad = g.producer(conv.input[0])
-    if pad is not None and pad.op_type == "Pad":
-        v = g.const(pad.input[1])
-        if v is not None and len(v) == 8:
-            return (int(v[2]), int(v[6])) == (k - 1, s - 1)
-    return False
-
-
-@dataclass(frozen=True)
-class _DWConv:
-    node: object
-    kernel: int
-    context: tuple
-    norm: str
-    weight: Source
-    bias: Source | None
-
-
-def _depthwise_conv(g: Graph, p: str, i: int) -> _DWConv:
-    """The depthwise conv of layer i, found upstream of the named pointwise_conv2 (through swish and the conv
-    norm); the norm met on the way tells the conv_norm_type (none left: BatchNorm folded into the conv)."""
-    pw2 = _conv_node(g, f"{p}layers.{i}.conv.pointwise_conv2.weight", f"layers.{i}.conv.pointwise_conv2")
-    node, passed = g.walk_up(pw2.input[0], through=_CONV_PATH_OPS)
-    module = f"layers.{i}.conv.depthwise_conv"
-    if node is None or node.op_type != "Conv" or node.input[1] not in g.inits:
-        raise WeightNotFoundError(
-            f"{g.name}: cannot find encoder.{module}: no Conv with a weight upstream of {pw2.name or 'pointwise_conv2'}"
-        )
-    if not scope_matches(node.name, module):
-        raise WeightNotFoundError(f"{g.name}: the Conv upstream of pointwise_conv2 is {node.name!r}, not {module}")
-    norms = [n.op_type for n in passed if "Normalization" in n.op_type]
-    if len(norms) > 1 or (norms and norms[0] not in _NORM_OPS):
-        raise ModelLoadError(
-            f"{g.name}: layer {i} conv module uses {norms}; refimpl supports layer_norm and batch_norm"
-        )
-    norm = _NORM_OPS[norms[0]] if norms else "folded_batch_norm"
-    weight = g.inits[node.input[1]]
-    kernel = weight.dims[-1]
-    bias = Source(g.inits[node.input[2]]) if len(node.input) > 2 and node.input[2] in g.inits else None
-    return _DWConv(node, kernel, _conv_context(g, node, kernel), norm, Source(weight), bias)
-
-
-def _conv_context(g: Graph, conv, kernel: int) -> tuple:
-    """(left, right) context of the depthwise conv. With a cache the graph pads (0, right) and concatenates
-    the cache on the left; without, it pads (left, right) (or uses the Conv's own pads)."""
-    attr = _attr(conv, "pads", [0, 0])
-    src = g.producer(conv.input[0])
-    cached = src is not None and src.op_type == "Concat"
-    if cached:
-        src = next(
-            (g.producer(t) for t in src.input if g.producer(t) is not None and g.producer(t).op_type == "Pad"), None
-        )
-    pads = (0, 0)
-    if src is not None and src.op_type == "Pad":
-        v = g.const(src.input[1])
-        if v is None or len(v) != 6:
-            raise ModelLoadError(f"{g.name}: cannot read the pads of {src.name!r} in front of the depthwise conv")
-        pads = (int(v[2]), int(v[5]))
-    left, right = pads[0] + int(attr[0]), pads[1] + int(attr[1])
-    if cached:
-        left = kernel - 1 - right
-    if left + right + 1 != kernel:
-        raise ModelLoadError(
-            f"{g.name}: depthwise conv {conv.name!r} pads ({left}, {right}) do not fit kernel {kernel}"
-        )
-    return (left, right)
-
-
 def _heads(g: Graph, p: str, q: Source) -> tuple[int, int]:
     """n_heads and d_k from the Reshape that splits linear_q's output into [B, T, H, d_k] (its shape is a Concat
     whose last two parts are constants), cross-checked with pos_bias_u's shape."""
@@ -416,125 +271,6 @@ def pe_table_name(g: Graph) -> str | None:
 
 
 # --- look-ahead -----------------------------------------------------------------------------------------------
-def read_lookahead(g: Graph) -> Lookahead:
-    """(left, right) attention context this graph was exported for, from four independent baked-in constants:
-    the output Slice length and the encoded_lengths Clip (valid_out_len = R + 1), the chunked_limited mask
-    (chunk size R + 1, left_chunks = left // (R + 1)), the cache_last_channel_next Slice and the
-    cache_last_channel_next_len Clip (the cache size = left). Without cache I/O only the mask is there; the left
-    context is then left_chunks * chunk size (NeMo requires left % (R + 1) == 0 for chunked_limited)."""
-    ev = {}
-    mask = _chunked_mask(g)
-    if mask is not None:
-        ev["chunked mask chunk size (R+1)"], ev["chunked mask left_chunks"] = mask
-    out_len = _output_slice_len(g)
-    if out_len is not None:
-        ev["output time Slice (valid_out_len = R+1)"] = out_len
-    clip = _clip_max(g, "encoded_lengths")
-    if clip is not None:
-        ev["encoded_lengths Clip max (valid_out_len)"] = clip
-    cache_clip = _clip_max(g, "cache_last_channel_next_len")
-    if cache_clip is not None:
-        ev["cache_last_channel_next_len Clip max (cache size)"] = cache_clip
-    cache_slice = _cache_slice(g)
-    if cache_slice is not None:
-        ev["cache_last_channel_next Slice (cache size)"] = cache_slice
-    cached = all(n in g.inputs for n in CACHE_INPUTS)
-    return Lookahead(_decide(g, ev, cached), ev)
-
-
-def _decide(g: Graph, ev: dict, cached: bool) -> tuple:
-    lens = {v for k, v in ev.items() if "valid_out_len" in k}
-    caches = {v for k, v in ev.items() if "cache size" in k}
-    cs, left_chunks = ev.get("chunked mask chunk size (R+1)"), ev.get("chunked mask left_chunks")
-
-    def fail(why):
-        raise IncompatibleModelError(
-            f"{g.name}: cannot tell the look-ahead this encoder was exported for: {why}. Constants found: {ev}"
-        )
-
-    if cs is None:
-        fail(
-            "no chunked_limited attention mask in the graph (refimpl supports att_context_style "
-            "chunked_limited, which NeMo's cache-aware streaming models use)"
-        )
-    if not cached:
-        return (left_chunks * cs, cs - 1)
-    if len(lens) != 1:
-        fail(f"the output length constants disagree or are missing ({sorted(lens)})")
-    if len(caches) != 1:
-        fail(f"the cache size constants disagree or are missing ({sorted(caches)})")
-    valid, left = lens.pop(), caches.pop()
-    if valid != cs:
-        fail(
-            f"the output keeps {valid} frames (R = {valid - 1}) but the attention mask uses chunks of {cs} "
-            f"(R = {cs - 1})"
-        )
-    if left // cs != left_chunks:
-        fail(f"cache size {left} with chunks of {cs} gives {left // cs} left chunks, the mask says {left_chunks}")
-    return (left, valid - 1)
-
-
-def _chunked_mask(g: Graph):
-    """(chunk size, left_chunks) of NeMo's chunked_limited mask: idx = Range(T) // cs; diff = idx[:, None] -
-    idx[None, :]; visible = (diff <= left_chunks) & (diff >= 0). Found from the LessOrEqual back to the Range."""
-    found = set()
-    for node in g.nodes:
-        if node.op_type != "LessOrEqual" or g.const_int(node.input[1]) is None:
-            continue
-        sub, _ = g.walk_up(node.input[0], through={"Cast"})
-        if sub is None or sub.op_type != "Sub":
-            continue
-        a, _ = g.walk_up(sub.input[0], through={"Cast", "Unsqueeze"})
-        b, _ = g.walk_up(sub.input[1], through={"Cast", "Unsqueeze"})
-        if a is None or a is not b:
-            continue
-        if a.op_type == "Div":
-            cs = g.const_int(a.input[1])
-            rng, _ = g.walk_up(a.input[0], through={"Cast"})
-        else:
-            cs, rng = 1, a  # a division by 1 may have been folded away
-        if cs is not None and rng is not None and rng.op_type == "Range":
-            found.add((cs, g.const_int(node.input[1])))
-    if len(found) > 1:
-        raise IncompatibleModelError(f"{g.name}: several chunked attention masks with different sizes: {sorted(found)}")
-    return found.pop() if found else None
-
-
-def _output_slice_len(g: Graph):
-    """valid_out_len: the constant end of the time Slice on the first output (through the CTC head if any)."""
-    node = g.producer(g.output_names[0])
-    for _ in range(6):
-        if node is None or node.op_type not in SHAPE_OPS | {"LogSoftmax", "Softmax", "Conv"}:
-            break
-        node = g.producer(node.input[0])
-    if node is None or node.op_type != "Slice" or len(node.input) < 3:
-        return None
-    starts, ends = g.const(node.input[1]), g.const(node.input[2])
-    steps = g.const(node.input[4]) if len(node.input) > 4 and node.input[4] else None
-    if starts is None or ends is None or starts.size != 1 or int(starts[0]) != 0:
-        return None
-    if (steps is not None and int(steps.reshape(-1)[0]) != 1) or not 0 < int(ends[0]) < 2**31:
-        return None
-    return int(ends[0])
-
-
-def _clip_max(g: Graph, output: str):
-    node = g.producer(output) if output in g.outputs else None
-    if node is None or node.op_type != "Clip" or len(node.input) < 3 or not node.input[2]:
-        return None
-    return g.const_int(node.input[2])
-
-
-def _cache_slice(g: Graph):
-    if "cache_last_channel_next" not in g.outputs:
-        return None
-    node, _ = g.walk_up("cache_last_channel_next", through={"Transpose", "Identity"})
-    if node is None or node.op_type != "Slice":
-        return None
-    starts = g.const(node.input[1])
-    if starts is None or starts.size != 1 or int(starts[0]) >= 0:
-        return None
-    return -int(starts[0])
 
 
 def _check_io_dims(g: Graph, cfg: EncoderConfig) -> None:

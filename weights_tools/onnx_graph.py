@@ -4,6 +4,7 @@ never to count or order initializers."""
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
 import numpy as np
@@ -188,3 +189,15 @@ _FOLD = {
     "Gather": lambda a, k: np.take(a[0], a[1], axis=k.get("axis", 0)),
     "Range": lambda a, k: np.arange(a[0], a[1], a[2]),
 }
+
+
+def scope_matches(node_name: str, module: str) -> bool:
+    """True if the exporter's node name (``/layers.0/self_attn/linear_q/MatMul``) lies in ``module``
+    (``layers.0.self_attn.linear_q``); unnamed nodes pass. Numeric parts join their parent, as torch names
+    scopes (``layers.0``, ``joint_net.2``)."""
+    if not node_name:
+        return True
+    want = re.sub(r"\.(\d+)(?=\.|$)", r"#\1", module).split(".")
+    want = [w.replace("#", ".") for w in want]
+    have = node_name.split("/")
+    return any(have[i : i + len(want)] == want for i in range(len(have) - len(want) + 1))

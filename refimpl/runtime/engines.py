@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 import weights_tools
-from weights_tools import ModelConfig, StreamingParams, find_export, plan_onnx, streaming_params
+from weights_tools import ModelConfig, StreamingParams, streaming_params
 from weights_tools.layouts import encoder_layout, load_layout
 from weights_tools.tree import astype
 
@@ -24,6 +24,8 @@ from ..model.ctc import ctc_logprobs
 from ..model.encoder import EncoderOps, PlainEncoder, encoder_step
 from ..model.rnnt import joint, lstm_cell, prediction_step
 from .features import featurizer_of
+from .lookahead import parse_att_context_size, resolve_att_context_size
+from .onnx_engine import OnnxEngine
 
 IMPLS = ("plain", "fast")  # refimpl's implementations: the readable reference, the optimised twin
 ENCODER_OUTPUTS = (
@@ -87,53 +89,6 @@ class EngineWrapper:
 
     def decoder_joint(self, frames, tokens, h, c):
         return self.inner.decoder_joint(frames, tokens, h, c)
-
-
-class LookAheadError(ValueError):
-    """A look-ahead the model (or the ONNX file) does not serve."""
-
-
-def parse_att_context_size(text):
-    """'70,13', [70, 13] or (70, 13) -> (70, 13); None -> None."""
-    if text is None or isinstance(text, tuple):
-        return text
-    if isinstance(text, (list, np.ndarray)):
-        return tuple(int(a) for a in text)
-    try:
-        left, right = (int(a) for a in str(text).replace("[", "").replace("]", "").split(","))
-    except ValueError:
-        raise ValueError(f"att_context_size must be 'LEFT,RIGHT' (e.g. 70,13), got {text!r}") from None
-    return left, right
-
-
-def resolve_att_context_size(encoder_cfg, requested, *, fixed_by_file: bool, what: str):
-    """The look-ahead to run: the requested one if the model serves it, else a clear error."""
-    served = tuple(encoder_cfg.att_context_size)
-    if requested is None:
-        return served
-    req = tuple(int(a) for a in requested)
-    if fixed_by_file:
-        if req != served:
-            raise LookAheadError(
-                f"{what} was exported for att_context_size {list(served)}, not {list(req)}: one ONNX encoder "
-                f"serves exactly one look-ahead (its mask and output slice are baked in). Use the file exported for "
-                f"{list(req)}, or run refimpl with weights from the .nemo (--weights), which serves every trained "
-                f"look-ahead."
-            )
-        return req
-    known = encoder_cfg.att_context_sizes
-    if known is None:
-        if req != served:
-            raise LookAheadError(
-                f"the trained look-aheads of {what} are unknown (an ONNX export records only the one it was exported "
-                f"for, {list(served)}); to run {list(req)}, load the weights from the model's .nemo, which lists them"
-            )
-        return req
-    if req not in [tuple(a) for a in known]:
-        raise LookAheadError(
-            f"att_context_size {list(req)} is not one of the model's look-aheads {[list(a) for a in known]}"
-        )
-    return req
 
 
 class RefimplEngine:
@@ -277,89 +232,3 @@ def open_engine(
     return open_refimpl(
         weights if weights is not None else model, impl=impl, att_context_size=att, backend=backend, dtype=dtype
     )
-
-
-class OnnxEngine:
-    """onnxruntime on NeMo's export: ``encoder-*.onnx`` + ``decoder_joint-*.onnx``, or a CTC single graph."""
-
-    name = "onnxruntime"
-    label = "onnxruntime"
-
-    def __init__(self, model_dir, *, config=None, att_context_size=None, threads: int = 1, taps: bool = False):
-        import onnxruntime as ort  # heavy (0.35 s, ~20 MB): imported when an onnxruntime engine is made
-
-        files = find_export(model_dir)
-        encoder_file = files.encoder or files.ctc
-        if config is None:
-            config = plan_onnx(model_dir).config  # reads the graphs' structure, not their weights
-        att = resolve_att_context_size(config.encoder, att_context_size, fixed_by_file=True, what=str(encoder_file))
-        self.config = config.with_att_context_size(att)
-        self.streaming = streaming_params(self.config.encoder)
-        self.dtype = np.dtype(np.float32)
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
-        self.files = files
-        self.tap_tensors = {}
-        model: str | bytes = str(encoder_file)
-        if taps:  # expose intermediate tensors as extra outputs (found by graph structure)
-            from .onnx_taps import find_taps, with_tap_outputs  # imports onnx (0.9 s): only for taps
-
-            self.tap_tensors = find_taps(encoder_file)
-            model = with_tap_outputs(encoder_file, self.tap_tensors)
-        self.encoder_session = ort.InferenceSession(model, so, providers=providers)
-        self.decoder_session = (
-            ort.InferenceSession(str(files.decoder_joint), so, providers=providers) if files.decoder_joint else None
-        )
-        extra = set(self.tap_tensors.values())
-        self.encoder_outputs = [o.name for o in self.encoder_session.get_outputs() if o.name not in extra]
-        self.ctc_in_encoder = self.encoder_outputs[0] == "logprobs"
-        self.heads = self.config.heads
-        self.featurizer = None  # no ONNX graph holds the preprocessor
-        self.has_cache_io = len(self.encoder_session.get_inputs()) == 5
-
-    def encoder(
-        self,
-        audio_signal,
-        length,
-        cache_last_channel,
-        cache_last_time,
-        cache_last_channel_len,
-        *,
-        taps=None,
-        engine_state=None,
-    ) -> dict:
-        feeds = {"audio_signal": np.asarray(audio_signal, np.float32), "length": np.asarray(length, np.int64)}
-        if cache_last_channel is not None:
-            feeds.update(
-                cache_last_channel=np.asarray(cache_last_channel, np.float32),
-                cache_last_time=np.asarray(cache_last_time, np.float32),
-                cache_last_channel_len=np.asarray(cache_last_channel_len, np.int64),
-            )
-        names = self.encoder_outputs + list(self.tap_tensors.values())
-        values = dict(zip(names, self.encoder_session.run(names, feeds)))
-        if taps is not None:
-            from .onnx_taps import onnx_tap_value  # (see above)
-
-            for tap, tensor in self.tap_tensors.items():
-                taps[tap] = onnx_tap_value(tap, values[tensor])
-        return {k: values[k] for k in self.encoder_outputs}
-
-    def ctc(self, outputs) -> np.ndarray:
-        raise RuntimeError("the onnxruntime engine computes CTC log-probs inside the CTC export's encoder graph")
-
-    def decoder_joint(self, frames, tokens, h, c):
-        b = frames.shape[0]
-        logits, _, h, c = self.decoder_session.run(
-            None,
-            {
-                "encoder_outputs": np.asarray(frames, np.float32)[:, :, None],
-                "targets": np.asarray(tokens, np.int32)[:, None],
-                "target_length": np.ones(b, np.int32),
-                "input_states_1": np.asarray(h, np.float32),
-                "input_states_2": np.asarray(c, np.float32),
-            },
-        )
-        return logits[:, 0, 0], h, c

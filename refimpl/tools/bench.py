@@ -47,8 +47,10 @@ from weights_tools.tree import flatten
 from ..fast.encoder import BACKENDS
 from ..model.audio import load_audio
 from ..runtime.chunking import chunk_schedule
-from ..runtime.engines import IMPLS, EngineWrapper, OnnxEngine, open_refimpl, parse_att_context_size
+from ..runtime.engines import IMPLS, EngineWrapper, open_refimpl
 from ..runtime.features import features
+from ..runtime.lookahead import parse_att_context_size
+from ..runtime.onnx_engine import OnnxEngine
 from ..runtime.streaming import available_decoders, iter_stream
 
 CHILD_CHUNKS = 4  # chunks streamed by the load/RSS subprocess after loading

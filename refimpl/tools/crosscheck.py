@@ -18,15 +18,10 @@ from weights_tools import ModelConfig
 
 from ..model.taps import signal_order
 from ..runtime.chunking import chunk_schedule
-from ..runtime.engines import (
-    ENCODER_OUTPUTS,
-    EngineWrapper,
-    OnnxEngine,
-    RefimplEngine,
-    load_model,
-    parse_att_context_size,
-)
+from ..runtime.engines import ENCODER_OUTPUTS, EngineWrapper, RefimplEngine, load_model
 from ..runtime.features import features
+from ..runtime.lookahead import parse_att_context_size
+from ..runtime.onnx_engine import OnnxEngine
 from ..runtime.streaming import DECODERS, Tokens, available_decoders, decode, initial_state, iter_stream
 from .contract import check_same_architecture, stateless_message
 from .report import ChunkReport, Report, first_divergence, token_divergence

@@ -21,8 +21,10 @@ import onnxruntime
 from weights_tools import find_export
 
 from .. import __version__
-from ..runtime.engines import OnnxEngine, open_engine, parse_att_context_size
+from ..runtime.engines import open_engine
 from ..runtime.features import features
+from ..runtime.lookahead import parse_att_context_size
+from ..runtime.onnx_engine import OnnxEngine
 from ..runtime.streaming import Tokens, available_decoders, iter_stream
 from ..runtime.tokenizer import Tokenizer
 from .contract import stateless_message
