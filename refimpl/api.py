@@ -15,7 +15,8 @@ import numpy as np
 from .runtime.engines import IMPLS, load_model, open_engine
 from .runtime.features import features
 from .runtime.lookahead import parse_att_context_size
-from .runtime.streaming import DECODERS, run_stream
+from .runtime.loop import run_stream
+from .runtime.streaming import DECODERS
 from .runtime.tokenizer import Tokenizer
 from .tools.contract import stateless_message
 

@@ -128,7 +128,7 @@ def test_crosscheck_catches_caches_fed_back_wrong():
 
 def test_layer_first_feedback_runs_silently_when_batch_equals_n_layers():
     """Why check-inputs warns when B == n_layers: onnxruntime accepts the swapped cache and computes garbage."""
-    from refimpl.runtime.streaming import run_stream
+    from refimpl.runtime.loop import run_stream
 
     mel = mel_goldens()["north_wind/mel"]
     mel = np.stack([mel, mel[:, ::-1].copy()])

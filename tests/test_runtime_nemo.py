@@ -19,7 +19,7 @@ from fixture_data import (
 from refimpl.model.encoder import encoder_step, initial_cache
 from refimpl.runtime.chunking import chunk_schedule
 from refimpl.runtime.engines import RefimplEngine
-from refimpl.runtime.streaming import run_stream
+from refimpl.runtime.loop import run_stream
 from refimpl.runtime.tokenizer import Tokenizer
 from refimpl.tools.tolerances import compare
 from weights_tools import streaming_params

@@ -8,8 +8,9 @@ from fixture_data import folder, mel_goldens, nemo_model, onnx_model
 from refimpl.runtime.chunking import chunk_schedule, dropped_tail_frames
 from refimpl.runtime.engines import RefimplEngine
 from refimpl.runtime.lookahead import LookAheadError
+from refimpl.runtime.loop import run_stream
 from refimpl.runtime.onnx_engine import OnnxEngine
-from refimpl.runtime.streaming import initial_state, run_stream, stream_step
+from refimpl.runtime.streaming import initial_state, stream_step
 from refimpl.tools.tolerances import compare
 from weights_tools import streaming_params
 

@@ -135,6 +135,53 @@ def cached_rel_pos_attention(qkv, params, k_all, v_all, layer: int, pos_t, pos_o
     return (scores @ v_all[:, layer]).transpose(0, 2, 1, 3).reshape(b, t, d3 // 3)
 
 
+def banded_rel_pos_attention(qkv, params, k_all, v_all, layer: int, pos_t, pos_off: int, att_mask, band: int):
+    """``cached_rel_pos_attention`` for a block of N chunks of ``band`` frames: query chunk n attends only to its
+    window, keys [n*band, n*band + C + band) of [cache ‖ block] -- every key the chunked_limited mask lets it see
+    when C is a multiple of ``band`` -- with the step's positional table (the relative positions of a window are a
+    step's). qkv [B, N*band, 3d] (bias not yet added), k_all [B, L, H, dk, C+N*band], v_all [B, L, H, C+N*band,
+    dk] (cached columns filled), att_mask [B, N*band, C+N*band] (NeMo's mask of the whole block) -> context
+    [B, N*band, d]. Scores are [N, band, C+band] per head instead of [N*band, C+N*band]."""
+    b, nt, d3 = qkv.shape
+    h, dk = params["pos_bias_u"].shape
+    t, n = band, nt // band
+    s_all = k_all.shape[-1]
+    c = s_all - nt
+    w = c + t  # keys per window
+    qkv = (qkv + params["linear_qkv"]["bias"]).reshape(b, nt, 3, h, dk)
+    k_all[:, layer, :, :, c:] = qkv[:, :, 1].transpose(0, 2, 3, 1)
+    v_all[:, layer, :, c:] = qkv[:, :, 2].transpose(0, 2, 1, 3)
+    q = qkv[:, :, 0].reshape(b, n, t, h, dk).transpose(0, 3, 1, 2, 4)  # [B, H, N, T, dk]
+    kl, vl = k_all[:, layer], v_all[:, layer]  # [B, H, dk, S], [B, H, S, dk]
+    k_win = np.ascontiguousarray(
+        np.lib.stride_tricks.as_strided(
+            kl, (b, h, n, dk, w), (kl.strides[0], kl.strides[1], t * kl.strides[3], kl.strides[2], kl.strides[3])
+        )
+    )
+    v_win = np.ascontiguousarray(
+        np.lib.stride_tricks.as_strided(
+            vl, (b, h, n, w, dk), (vl.strides[0], vl.strides[1], t * vl.strides[2], vl.strides[2], vl.strides[3])
+        )
+    )
+    ms = att_mask.strides  # window n of the mask: rows n*t.., columns n*t..
+    mask = np.lib.stride_tricks.as_strided(att_mask, (b, n, t, w), (ms[0], t * (ms[1] + ms[2]), ms[1], ms[2]))
+    mask = mask[:, None]  # [B, 1, N, T, W]
+    scores = (q + params["pos_bias_u"][:, None, None]) @ k_win  # matrix_ac [B, H, N, T, W]
+    pos = pos_t[layer, :, None, :, pos_off : pos_off + 2 * w - 1]  # [H, 1, dk, 2W-1]
+    bd = np.ascontiguousarray((q + params["pos_bias_v"][:, None, None]) @ pos)  # [B, H, N, T, 2W-1]
+    st = bd.strides  # rel_shift: row i of the view starts at column T-1-i of bd's row i
+    scores += np.ndarray(
+        scores.shape, bd.dtype, buffer=bd, offset=(t - 1) * st[4], strides=(st[0], st[1], st[2], st[3] - st[4], st[4])
+    )
+    scores /= math.sqrt(dk)
+    np.copyto(scores, -INF_VAL, where=mask)
+    scores -= scores.max(axis=-1, keepdims=True)
+    np.exp(scores, out=scores)
+    scores /= scores.sum(axis=-1, keepdims=True)
+    np.copyto(scores, 0.0, where=mask)
+    return (scores @ v_win).transpose(0, 2, 3, 1, 4).reshape(b, nt, h * dk)
+
+
 def positional_projections(layout: dict, cfg: EncoderConfig, length: int, dtype) -> tuple:
     """(pos_emb [2L-1, d], linear_pos(pos_emb) of every layer [n_layers, H, dk, 2L-1]) for relative positions
     length-1 .. -(length-1)."""
@@ -173,6 +220,7 @@ class FastAttention:
     pos_off: int  # first column of pos_t for this step
     n_frames: int  # T
     streaming: bool
+    band: int | None = None  # a block of chunks of this many frames: attention per chunk window
 
 
 class FastEncoder:
@@ -186,6 +234,7 @@ class FastEncoder:
         self.att_context_size = tuple(att_context_size if att_context_size is not None else cfg.att_context_size)
         self.k = kernel_set(backend)
         sp = streaming_params(cfg, self.att_context_size)
+        self.frames_per_chunk = sp.valid_out_len
         self.pos_len = sp.last_channel_cache_size + int(sp.encoder_frames(sp.window))
         self.pos_emb, self.pos_t = positional_projections(layout, cfg, self.pos_len, np.dtype(dtype))
 
@@ -215,10 +264,13 @@ class FastEncoder:
         dtype = x.dtype
         c = cache_last_channel.shape[2] if streaming else 0
         length = c + n_frames
-        if length <= self.pos_len:
-            pos_emb, pos_t, off = self.pos_emb, self.pos_t, self.pos_len - length
+        t = self.frames_per_chunk
+        band = t if streaming and n_frames > t and n_frames % t == 0 and c % t == 0 else None
+        window = c + t if band else length
+        if window <= self.pos_len:
+            pos_emb, pos_t, off = self.pos_emb, self.pos_t, self.pos_len - window
         else:  # a longer chunk than the look-ahead's (an offline call): a table of its own
-            (pos_emb, pos_t), off = positional_projections(self.layout, cfg, length, dtype), 0
+            (pos_emb, pos_t), off = positional_projections(self.layout, cfg, window, dtype), 0
         k_all = np.empty((b, cfg.n_layers, cfg.n_heads, cfg.d_k, length), dtype)
         v_all = np.empty((b, cfg.n_layers, cfg.n_heads, length, cfg.d_k), dtype)
         if streaming:
@@ -226,7 +278,7 @@ class FastEncoder:
                 engine_state = dict(zip(ENGINE_STATE_KEYS, project_cached_kv(cache_last_channel, self.layout, cfg)))
             k_all[..., :c] = engine_state["linear_k"]
             v_all[:, :, :, :c] = engine_state["linear_v"]
-        return FastAttention(k_all, v_all, pos_emb[off : off + 2 * length - 1], pos_t, off, n_frames, streaming)
+        return FastAttention(k_all, v_all, pos_emb[off : off + 2 * window - 1], pos_t, off, n_frames, streaming, band)
 
     def norm(self, x, params):
         return self.k.layer_norm(x, params)
@@ -241,9 +293,11 @@ class FastEncoder:
     def self_attn(self, x, i, attention, att_mask):
         sa = self.layer_params(i)["self_attn"]
         qkv = linear_p(x, sa["linear_qkv"], bias=False)  # the bias is added inside, once
-        ctx = cached_rel_pos_attention(
-            qkv, sa, attention.k_all, attention.v_all, i, attention.pos_t, attention.pos_off, att_mask
-        )
+        a = attention
+        if a.band:
+            ctx = banded_rel_pos_attention(qkv, sa, a.k_all, a.v_all, i, a.pos_t, a.pos_off, att_mask, a.band)
+        else:
+            ctx = cached_rel_pos_attention(qkv, sa, a.k_all, a.v_all, i, a.pos_t, a.pos_off, att_mask)
         return linear_p(ctx, sa["linear_out"])
 
     def conv(self, x, cache, pad_mask, params):

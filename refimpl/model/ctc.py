@@ -21,16 +21,18 @@ def greedy_ctc(logprobs: np.ndarray, lengths: np.ndarray, last_label: np.ndarray
 
     ``last_label`` [B] is the previous chunk's last frame label (blank at the start): carrying it is the
     same as collapsing the concatenated sequence, as NeMo's streaming step does.
-    Returns (tokens: list of B lists, frame_labels: list of B arrays, new last_label [B]).
+    Returns (tokens: list of B lists, the frame index of every token, frame_labels: list of B arrays,
+    new last_label [B]).
     """
     labels = np.argmax(logprobs, axis=-1)  # [B, T]
-    tokens, frames, new_last = [], [], np.array(last_label, np.int64, copy=True)
+    tokens, token_frames, frames, new_last = [], [], [], np.array(last_label, np.int64, copy=True)
     for b in range(labels.shape[0]):
         seq = labels[b, : int(lengths[b])]
         prev = np.concatenate([[new_last[b]], seq[:-1]]) if len(seq) else seq
         keep = (seq != blank_id) & (seq != prev)
         tokens.append([int(k) for k in seq[keep]])
+        token_frames.append([int(t) for t in np.flatnonzero(keep)])
         frames.append(seq)
         if len(seq):
             new_last[b] = seq[-1]
-    return tokens, frames, new_last
+    return tokens, token_frames, frames, new_last

@@ -99,7 +99,19 @@ def _recorder(taps: dict | None):
     return lambda name, value: taps.__setitem__(name, np.array(value))
 
 
-def encoder_step(
+@dataclass(frozen=True)
+class EncoderPass:
+    """What the layers computed over every frame of one encoder call (after the pre-encode drop)."""
+
+    x: np.ndarray  # [B, T, d] the last layer's output
+    length: np.ndarray  # [B] valid frames
+    att_in: list  # per layer [B, T, d]: the post-norm attention inputs (cache_last_channel is cut from them)
+    conv_in: list  # per layer [B, d, T]: the depthwise-conv inputs (cache_last_time is cut from them)
+    conv_caches: np.ndarray  # [B, n_layers, d, K-1] the conv caches the call started from
+    attention: object  # the implementation's attention state (engine_state_next is read from it)
+
+
+def encoder_pass(
     audio_signal,
     length,
     cache_last_channel,
@@ -108,14 +120,12 @@ def encoder_step(
     ops: EncoderOps,
     *,
     engine_state: dict | None = None,
-    taps: dict | None = None,
-) -> tuple:
-    """One encoder call -> (EncoderOutput, engine_state_next or None).
-
-    ``engine_state`` is an implementation's own derived state from the previous step (None: derive it from the
-    caches). ``taps`` (a dict), when given, receives every intermediate named in ``refimpl.model.taps``;
-    asking for them changes no arithmetic."""
-    cfg, record = ops.cfg, _recorder(taps)
+    record=None,
+) -> EncoderPass:
+    """pre_encode, the drop of the extra pre-encoded frames (streaming only), xscaling, the chunked_limited masks
+    over [cache ‖ frames] and every layer, for an input of any length: one chunk (the step) or many (a block:
+    ``refimpl.model.block``). ``record(name, value)`` receives the taps."""
+    cfg, record = ops.cfg, record or _recorder(None)
     streaming = cache_last_channel is not None
     sp = streaming_params(cfg, ops.att_context_size)
     x, length = ops.pre_encode(audio_signal.transpose(0, 2, 1), np.asarray(length, dtype=np.int64))  # [B, T', d]
@@ -136,31 +146,62 @@ def encoder_step(
     record(tap_names.POS_ENC, x)
     attention = ops.attention_state(cache_last_channel, engine_state, x)
     record(tap_names.POS_EMB, attention.pos_emb)
-
     conv_caches = cache_last_time if streaming else np.zeros((b, cfg.n_layers, d, cfg.cache_last_time_size), x.dtype)
-    ccn = np.empty((b, cfg.n_layers, c, d), x.dtype) if streaming else None
-    ctn = np.empty_like(conv_caches)
+    att_ins, conv_ins = [], []
     for i in range(cfg.n_layers):
         record(f"{tap_names.layer(i)}/input", x)
         x, att_in, conv_in = conformer_layer(
             x, i, ops, attention, cache_last_time=conv_caches[:, i], att_mask=att_mask, pad_mask=pad_mask, record=record
         )
         record(f"{tap_names.layer(i)}/output", x)
-        if streaming:
-            ccn[:, i] = last_frames(cache_last_channel[:, i], att_in, axis=1)
-        ctn[:, i] = last_frames(conv_caches[:, i], conv_in, axis=2)
+        att_ins.append(att_in)
+        conv_ins.append(conv_in)
+    return EncoderPass(x, length, att_ins, conv_ins, conv_caches, attention)
 
-    outputs = x.transpose(0, 2, 1)  # [B, d, T]
-    if not streaming:
-        return EncoderOutput(np.ascontiguousarray(outputs), length, None, None, None), None
+
+def encoder_step(
+    audio_signal,
+    length,
+    cache_last_channel,
+    cache_last_time,
+    cache_last_channel_len,
+    ops: EncoderOps,
+    *,
+    engine_state: dict | None = None,
+    taps: dict | None = None,
+) -> tuple:
+    """One encoder call -> (EncoderOutput, engine_state_next or None).
+
+    ``engine_state`` is an implementation's own derived state from the previous step (None: derive it from the
+    caches). ``taps`` (a dict), when given, receives every intermediate named in ``refimpl.model.taps``;
+    asking for them changes no arithmetic."""
+    p = encoder_pass(
+        audio_signal,
+        length,
+        cache_last_channel,
+        cache_last_time,
+        cache_last_channel_len,
+        ops,
+        engine_state=engine_state,
+        record=_recorder(taps),
+    )
+    outputs = p.x.transpose(0, 2, 1)  # [B, d, T]
+    if cache_last_channel is None:
+        return EncoderOutput(np.ascontiguousarray(outputs), p.length, None, None, None), None
+    sp = streaming_params(ops.cfg, ops.att_context_size)
+    c, t = cache_last_channel.shape[2], p.x.shape[1]
     out = EncoderOutput(
         outputs=np.ascontiguousarray(outputs[:, :, : sp.valid_out_len]),
-        encoded_lengths=np.minimum(length, sp.valid_out_len),
-        cache_last_channel_next=ccn,
-        cache_last_time_next=ctn,
+        encoded_lengths=np.minimum(p.length, sp.valid_out_len),
+        cache_last_channel_next=np.stack(
+            [last_frames(cache_last_channel[:, i], a, axis=1) for i, a in enumerate(p.att_in)], axis=1
+        ),
+        cache_last_time_next=np.stack(
+            [last_frames(p.conv_caches[:, i], g, axis=2) for i, g in enumerate(p.conv_in)], axis=1
+        ),
         cache_last_channel_next_len=np.minimum(np.asarray(cache_last_channel_len, np.int64) + t, c),
     )
-    return out, ops.engine_state_next(attention)
+    return out, ops.engine_state_next(attention=p.attention)
 
 
 @dataclass(frozen=True)

@@ -18,14 +18,25 @@ class RNNTState:
     h: np.ndarray  # [n_layers, B, pred_hidden]
     c: np.ndarray  # [n_layers, B, pred_hidden]
     last_token: np.ndarray  # [B] int64, blank at the start
+    # What consuming last_token from (h, c) gives, when an engine kept it (refimpl's fast path does, so a blank
+    # frame costs no LSTM step): {"joint_pred" [B, joint_hidden] joint.pred(g), "h" and "c" [n_layers, B, H]}.
+    # A pure function of the three fields above; None means "compute it".
+    pred_out: dict | None = None
 
     def select(self, keep: np.ndarray, other: RNNTState) -> RNNTState:
         """Per stream: self where keep[b], else other (streams that did not take part keep their state)."""
         k = np.asarray(keep, bool)
+        pred = None
+        if self.pred_out is not None and other.pred_out is not None:
+            pred = {
+                n: np.where(k.reshape((1,) * (v.ndim - 2) + (-1, 1)), v, other.pred_out[n])
+                for n, v in self.pred_out.items()
+            }
         return RNNTState(
             np.where(k[None, :, None], self.h, other.h),
             np.where(k[None, :, None], self.c, other.c),
             np.where(k, self.last_token, other.last_token),
+            pred,
         )
 
 
@@ -88,11 +99,12 @@ def greedy_rnnt(
     enc [B, d_model, T], enc_len [B]; ``decoder_joint(frames [B, d], tokens [B], h, c) -> (logits [B, V+1], h', c')``
     is either engine's decoder+joint. For each frame t < enc_len[b]: up to ``max_symbols`` times, k = argmax;
     blank ends the frame and the state (h, c, last_token) is kept; otherwise k is emitted and the state advances.
-    Returns (tokens: list of B lists, new state).
+    Returns (tokens: list of B lists, frames: the frame index t of every token, new state).
     """
     b = enc.shape[0]
     h, c, last = state.h, state.c, state.last_token
-    tokens = [[] for _ in range(b)]
+    tokens: list = [[] for _ in range(b)]
+    frames: list = [[] for _ in range(b)]
     for t in range(enc.shape[2]):
         active = t < np.asarray(enc_len)  # [B]
         for _ in range(max_symbols):
@@ -103,8 +115,9 @@ def greedy_rnnt(
             emit = active & (k != blank_id)
             for i in np.flatnonzero(emit):
                 tokens[i].append(int(k[i]))
+                frames[i].append(t)
             h = np.where(emit[None, :, None], h_new, h)
             c = np.where(emit[None, :, None], c_new, c)
             last = np.where(emit, k, last)
             active = emit
-    return tokens, RNNTState(h, c, last)
+    return tokens, frames, RNNTState(h, c, last)

@@ -19,13 +19,16 @@ from weights_tools import ModelConfig, StreamingParams, streaming_params
 from weights_tools.layouts import encoder_layout, load_layout
 from weights_tools.tree import astype
 
+from ..fast.decoder import FastGreedyRNNT
 from ..fast.encoder import BACKENDS, FastEncoder
+from ..model.block import BlockOutput, encoder_block
 from ..model.ctc import ctc_logprobs
 from ..model.encoder import EncoderOps, PlainEncoder, encoder_step
 from ..model.rnnt import joint, lstm_cell, prediction_step
 from .features import featurizer_of
 from .lookahead import parse_att_context_size, resolve_att_context_size
 from .onnx_engine import OnnxEngine
+from .streaming import greedy_over_decoder_joint
 
 IMPLS = ("plain", "fast")  # refimpl's implementations: the readable reference, the optimised twin
 ENCODER_OUTPUTS = (
@@ -70,6 +73,10 @@ class Engine(Protocol):
     def decoder_joint(self, frames: np.ndarray, tokens: np.ndarray, h: np.ndarray, c: np.ndarray) -> tuple:
         """frames [B, d], last tokens [B], LSTM h/c [L, B, H] -> (logits [B, V+1], h', c')."""
 
+    def greedy_rnnt(self, enc: np.ndarray, enc_len: np.ndarray, state) -> tuple:
+        """NeMo's greedy transducer search over one call's frames -> (tokens, frames, RNNTState): engines without a
+        search of their own use ``model.rnnt.greedy_rnnt`` over ``decoder_joint`` (``greedy_over_decoder_joint``)."""
+
 
 class EngineWrapper:
     """An engine that forwards every member of ``Engine`` to ``inner``; subclasses override what they observe
@@ -89,6 +96,9 @@ class EngineWrapper:
 
     def decoder_joint(self, frames, tokens, h, c):
         return self.inner.decoder_joint(frames, tokens, h, c)
+
+    def greedy_rnnt(self, enc, enc_len, state) -> tuple:
+        return self.inner.greedy_rnnt(enc, enc_len, state)
 
 
 class RefimplEngine:
@@ -135,6 +145,11 @@ class RefimplEngine:
             layout = layout if layout is not None else encoder_layout(weights["encoder"], enc, self.dtype)
             fast = FastEncoder(layout, enc, att, backend=backend, dtype=self.dtype)
             self.ops, self._cell = fast, fast.k.lstm_cell
+        self._greedy = None
+        if impl == "fast" and self.config.rnnt is not None:
+            self._greedy = FastGreedyRNNT(
+                self.weights["decoder"]["prediction"], self.weights["joint"], self.config.rnnt, cell=self._cell
+            )
 
     @property
     def label(self) -> str:
@@ -174,8 +189,40 @@ class RefimplEngine:
             res["engine_state_next"] = state
         return res
 
+    def encoder_block(
+        self,
+        audio_signal,
+        n_chunks,
+        cache_last_channel,
+        cache_last_time,
+        cache_last_channel_len,
+        *,
+        engine_state=None,
+        taps: bool = False,
+    ) -> BlockOutput:
+        """N full chunks in one pass (``refimpl.model.block``): a BlockOutput whose ``chunk(n)`` is what
+        ``encoder`` would return for chunk n."""
+        cast = lambda a: np.asarray(a, self.dtype)  # noqa: E731
+        return encoder_block(
+            cast(audio_signal),
+            n_chunks,
+            cast(cache_last_channel),
+            cast(cache_last_time),
+            cache_last_channel_len,
+            self.ops,
+            engine_state=engine_state,
+            taps=taps,
+        )
+
     def ctc(self, outputs) -> np.ndarray:
+        if self.config.ctc is None:
+            raise ValueError(f"{self.config.source} has no CTC head")
         return ctc_logprobs(outputs, self.weights["ctc_decoder"])
+
+    def greedy_rnnt(self, enc, enc_len, state) -> tuple:
+        if self._greedy is not None:  # the fast path's search: no LSTM step on blank frames
+            return self._greedy.greedy(np.asarray(enc, self.dtype), enc_len, state)
+        return greedy_over_decoder_joint(self, enc, enc_len, state)
 
     def decoder_joint(self, frames, tokens, h, c):
         g, h, c = prediction_step(

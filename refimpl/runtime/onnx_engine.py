@@ -7,6 +7,7 @@ import numpy as np
 from weights_tools import find_export, plan_onnx, streaming_params
 
 from .lookahead import resolve_att_context_size
+from .streaming import greedy_over_decoder_joint
 
 
 class OnnxEngine:
@@ -79,6 +80,9 @@ class OnnxEngine:
 
     def ctc(self, outputs) -> np.ndarray:
         raise RuntimeError("the onnxruntime engine computes CTC log-probs inside the CTC export's encoder graph")
+
+    def greedy_rnnt(self, enc, enc_len, state) -> tuple:
+        return greedy_over_decoder_joint(self, enc, enc_len, state)
 
     def decoder_joint(self, frames, tokens, h, c):
         b = frames.shape[0]

@@ -1,22 +1,19 @@
-"""The streaming driver: mel -> chunks -> encoder -> RNNT/CTC greedy, one pure step at a time.
+"""The streaming step: one chunk -> encoder -> RNNT/CTC greedy, pure: state in, state out.
 
-``stream_step(engine, new_frames, n_new, state) -> (StepOutput, new_state)`` is the unit; ``iter_stream`` is
-the one chunk loop over NeMo's ``pad_and_drop_preencoded`` schedule (``refimpl.runtime.chunking``), and
-``run_stream`` collects it into a ``StreamResult``. transcribe, crosscheck, golden and bench all stream through
-``iter_stream``. Every cache goes in and comes out of every step. The engine (refimpl or onnxruntime) only does
-arithmetic; chunking and decoding live here, shared by both.
+``stream_step(engine, new_frames, n_new, state) -> (StepOutput, new_state)`` is the unit; the chunk loop over
+NeMo's ``pad_and_drop_preencoded`` schedule is ``refimpl.runtime.loop``. Every cache goes in and comes out of
+every step. The engine (refimpl or onnxruntime) only does arithmetic; chunking and decoding live here and in
+the loop, shared by every engine.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..model.ctc import greedy_ctc
 from ..model.rnnt import RNNTState, greedy_rnnt, initial_rnnt_state
-from .chunking import Chunk, chunk_schedule, dropped_tail_frames
 
 DECODERS = ("rnnt", "ctc")
 
@@ -107,27 +104,35 @@ class Decoded:
     ctc_frame_labels: list | None  # per stream, argmax of every valid frame
     ctc_logprobs: np.ndarray | None  # [B, T, V+1]
     ctc_last_label: np.ndarray | None  # [B]
+    rnnt_frames: list | None = None  # per stream, the frame (in this call) of every RNNT token
+    ctc_frames: list | None = None  # per stream, the frame of every CTC token
+
+
+def greedy_over_decoder_joint(engine, enc, enc_len, state) -> tuple:
+    """NeMo's greedy search driven through an engine's ``decoder_joint`` (the search itself is
+    ``refimpl.model.rnnt.greedy_rnnt``)."""
+    return greedy_rnnt(
+        enc,
+        enc_len,
+        state,
+        engine.decoder_joint,
+        blank_id=engine.config.blank_id,
+        max_symbols=engine.config.rnnt.max_symbols,
+    )
 
 
 def decode(engine, enc: dict, enc_len, rnnt: RNNTState | None, ctc_last_label) -> Decoded:
-    """Greedy RNNT (when ``rnnt`` is a state) and CTC (when ``ctc_last_label`` is given) over the first
-    enc_len[b] frames of one encoder call's outputs, carrying each decoder's state."""
-    tokens = labels = logprobs = ctc_tokens = None
+    """Greedy RNNT (when ``rnnt`` is a state; the engine's ``greedy_rnnt``) and CTC (when ``ctc_last_label`` is
+    given) over the first enc_len[b] frames of one encoder call's outputs, carrying each decoder's state."""
+    tokens = frames = labels = logprobs = ctc_tokens = ctc_frames = None
     if rnnt is not None:
-        tokens, rnnt = greedy_rnnt(
-            enc["outputs"],
-            enc_len,
-            rnnt,
-            engine.decoder_joint,
-            blank_id=engine.config.blank_id,
-            max_symbols=engine.config.rnnt.max_symbols,
-        )
+        tokens, frames, rnnt = engine.greedy_rnnt(enc["outputs"], enc_len, rnnt)
     if ctc_last_label is not None:
         logprobs = enc["logprobs"] if "logprobs" in enc else engine.ctc(enc["outputs"])
-        ctc_tokens, labels, ctc_last_label = greedy_ctc(
+        ctc_tokens, ctc_frames, labels, ctc_last_label = greedy_ctc(
             logprobs, enc_len, ctc_last_label, blank_id=engine.config.blank_id
         )
-    return Decoded(tokens, rnnt, ctc_tokens, labels, logprobs, ctc_last_label)
+    return Decoded(tokens, rnnt, ctc_tokens, labels, logprobs, ctc_last_label, frames, ctc_frames)
 
 
 @dataclass(frozen=True)
@@ -196,68 +201,46 @@ def stream_step(engine, new_frames: np.ndarray, n_new, state: StreamState, *, ta
     return StepOutput(audio_signal, length, enc, active, decoded, taps), new_state.select(active, state)
 
 
-def _batched(mel, mel_lengths) -> tuple:
-    mel = np.asarray(mel)
-    if mel.ndim == 2:
-        mel = mel[None]
-    b = mel.shape[0]
-    lengths = np.full(b, mel.shape[2], np.int64) if mel_lengths is None else np.asarray(mel_lengths, np.int64)
-    return mel, lengths
-
-
-def iter_stream(
-    engine,
-    mel: np.ndarray,
-    mel_lengths=None,
-    *,
-    decoders=DECODERS,
-    taps_for: Callable[[int], bool] | None = None,
-    prepare: Callable[[Chunk, StreamState], StreamState] | None = None,
-) -> Iterator[tuple[Chunk, StepOutput, StreamState]]:
-    """The chunk loop: stream a (batch of) mel spectrogram(s) [B, feat_in, F] chunk by chunk, yielding
-    (chunk, step output, state after the step).
-
-    mel_lengths [B] defaults to F for every stream (NeMo's streaming buffer uses every column it is given).
-    ``taps_for(chunk_index) -> bool`` asks the engine for intermediates on those chunks; ``prepare(chunk, state)
-    -> state`` may replace the state before a step (e.g. golden verify feeds the recorded caches)."""
-    mel, lengths = _batched(mel, mel_lengths)
-    b = mel.shape[0]
-    state = initial_state(engine, b, decoders)
-    for chunk in chunk_schedule(lengths, engine.streaming):
-        frames = np.zeros((b, mel.shape[1], chunk.width), mel.dtype)
-        for i in range(b):
-            frames[i, :, : chunk.n_new[i]] = mel[i, :, chunk.start : chunk.start + chunk.n_new[i]]
-        if prepare is not None:
-            state = prepare(chunk, state)
-        taps: dict | None = {} if taps_for is not None and taps_for(chunk.index) else None
-        step, state = stream_step(engine, frames, chunk.n_new, state, taps=taps)
-        yield chunk, step, state
-
-
 @dataclass
 class Tokens:
-    """Tokens accumulated over a stream's steps, per decoder and stream."""
+    """Tokens accumulated over a stream's steps, per decoder and stream, with the encoder frame of each."""
 
     by_decoder: dict  # decoder -> per stream, the token ids so far
     ctc_frame_labels: list | None  # per stream, the argmax of every CTC frame so far (when CTC decodes)
+    frames_by_decoder: dict = field(default_factory=dict)  # decoder -> per stream, encoder frame of every token
+    encoder_frames: list = field(default_factory=list)  # per stream, encoder frames decoded so far
 
     @classmethod
     def empty(cls, decoders, batch: int) -> Tokens:
         labels: list | None = [[] for _ in range(batch)] if "ctc" in decoders else None
-        return cls({d: [[] for _ in range(batch)] for d in decoders}, labels)
+        return cls(
+            {d: [[] for _ in range(batch)] for d in decoders},
+            labels,
+            {d: [[] for _ in range(batch)] for d in decoders},
+            [0] * batch,
+        )
 
     def add(self, step: StepOutput) -> None:
         d = step.decoded
-        new = {"rnnt": d.rnnt_tokens, "ctc": d.ctc_tokens}
+        new = {"rnnt": (d.rnnt_tokens, d.rnnt_frames), "ctc": (d.ctc_tokens, d.ctc_frames)}
         for decoder, per_stream in self.by_decoder.items():
-            for i, toks in enumerate(new[decoder] or []):
-                per_stream[i] += toks
+            toks, frames = new[decoder]
+            for i, t in enumerate(toks or []):
+                per_stream[i] += t
+                self.frames_by_decoder[decoder][i] += [self.encoder_frames[i] + f for f in (frames or [])[i]]
         if self.ctc_frame_labels is not None and d.ctc_frame_labels is not None:
             for i, labels in enumerate(d.ctc_frame_labels):
                 self.ctc_frame_labels[i] += [int(x) for x in labels]
+        lengths = np.where(step.active, step.encoder["encoded_lengths"], 0)
+        for i in range(len(self.encoder_frames)):
+            self.encoder_frames[i] += int(lengths[i])
 
     def of(self, decoder: str, stream: int = 0) -> list:
         return self.by_decoder[decoder][stream]
+
+    def frames_of(self, decoder: str, stream: int = 0) -> list:
+        """The encoder frame index (from the stream's start) of every token of ``decoder``."""
+        return self.frames_by_decoder[decoder][stream]
 
     @property
     def rnnt(self) -> list | None:
@@ -266,50 +249,3 @@ class Tokens:
     @property
     def ctc(self) -> list | None:
         return self.by_decoder.get("ctc")
-
-
-@dataclass
-class StreamResult:
-    tokens: Tokens
-    steps: list = field(default_factory=list)  # StepOutput per chunk (when keep_steps)
-    n_chunks: int = 0
-    dropped_tail_frames: np.ndarray | None = None  # [B] mel frames too few for one more chunk (as NeMo)
-    final_state: StreamState | None = None
-
-    @property
-    def rnnt_tokens(self) -> list | None:
-        return self.tokens.rnnt
-
-    @property
-    def ctc_tokens(self) -> list | None:
-        return self.tokens.ctc
-
-    @property
-    def ctc_frame_labels(self) -> list | None:
-        return self.tokens.ctc_frame_labels
-
-
-def run_stream(
-    engine,
-    mel: np.ndarray,
-    mel_lengths=None,
-    *,
-    decoders=DECODERS,
-    keep_steps: bool = False,
-    taps_for=None,
-    on_step=None,
-) -> StreamResult:
-    """``iter_stream`` to the end: the tokens of every stream, and the steps when ``keep_steps``.
-    ``on_step(i, step, state)`` is called after each step (progress bars)."""
-    mel, lengths = _batched(mel, mel_lengths)
-    res = StreamResult(Tokens.empty(available_decoders(engine, decoders), mel.shape[0]))
-    for chunk, step, state in iter_stream(engine, mel, lengths, decoders=decoders, taps_for=taps_for):
-        res.tokens.add(step)
-        if keep_steps:
-            res.steps.append(step)
-        if on_step is not None:
-            on_step(chunk.index, step, state)
-        res.n_chunks += 1
-        res.final_state = state
-    res.dropped_tail_frames = dropped_tail_frames(lengths, engine.streaming)
-    return res

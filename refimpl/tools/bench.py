@@ -50,8 +50,9 @@ from ..runtime.chunking import chunk_schedule
 from ..runtime.engines import IMPLS, EngineWrapper, open_refimpl
 from ..runtime.features import features
 from ..runtime.lookahead import parse_att_context_size
+from ..runtime.loop import iter_stream
 from ..runtime.onnx_engine import OnnxEngine
-from ..runtime.streaming import available_decoders, iter_stream
+from ..runtime.streaming import available_decoders
 
 CHILD_CHUNKS = 4  # chunks streamed by the load/RSS subprocess after loading
 

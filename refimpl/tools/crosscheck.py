@@ -21,8 +21,9 @@ from ..runtime.chunking import chunk_schedule
 from ..runtime.engines import ENCODER_OUTPUTS, EngineWrapper, RefimplEngine, load_model
 from ..runtime.features import features
 from ..runtime.lookahead import parse_att_context_size
+from ..runtime.loop import iter_stream
 from ..runtime.onnx_engine import OnnxEngine
-from ..runtime.streaming import DECODERS, Tokens, available_decoders, decode, initial_state, iter_stream
+from ..runtime.streaming import DECODERS, Tokens, available_decoders, decode, greedy_over_decoder_joint, initial_state
 from .contract import check_same_architecture, stateless_message
 from .report import ChunkReport, Report, first_divergence, token_divergence
 from .tolerances import compare, tolerance_for
@@ -41,6 +42,9 @@ class DecoderRecorder(EngineWrapper):
         out = self.inner.decoder_joint(frames, tokens, h, c)
         self.calls.append(((frames, tokens, h, c), out))
         return out
+
+    def greedy_rnnt(self, enc, enc_len, state) -> tuple:
+        return greedy_over_decoder_joint(self, enc, enc_len, state)  # every call through decoder_joint above
 
     def take_calls(self) -> list:
         calls, self.calls = self.calls, []

@@ -24,8 +24,9 @@ from .. import __version__
 from ..runtime.engines import open_engine
 from ..runtime.features import features
 from ..runtime.lookahead import parse_att_context_size
+from ..runtime.loop import iter_stream
 from ..runtime.onnx_engine import OnnxEngine
-from ..runtime.streaming import Tokens, available_decoders, iter_stream
+from ..runtime.streaming import Tokens, available_decoders
 from ..runtime.tokenizer import Tokenizer
 from .contract import stateless_message
 from .crosscheck import compare_outputs, outputs_of
