@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from weights_tools import plan_onnx, read_nemo_config
+
 from .runtime.engines import IMPLS, load_model, open_engine
 from .runtime.features import features
+from .runtime.live import Model
 from .runtime.lookahead import parse_att_context_size
-from .runtime.loop import run_stream
 from .runtime.streaming import DECODERS
-from .runtime.tokenizer import Tokenizer
-from .tools.contract import stateless_message
+from .tools.contract import check_same_architecture, stateless_message
 
 __all__ = [
     "DECODERS",
@@ -36,12 +38,14 @@ __all__ = [
 class Transcript:
     text: str
     tokens: list
+    timestamps: list  # seconds, the start of each token's encoder frame
     att_context_size: list
     decoder: str
     engine: str
     chunks: int
     audio_seconds: float
     seconds: float
+    order: str = "step"
     dropped_tail_frames: int = 0
 
     def as_dict(self) -> dict:
@@ -60,61 +64,61 @@ def transcribe(
     backend: str | None = None,
     dtype=np.float32,
     threads: int = 1,
+    order: str | None = None,
     notes: list | None = None,
 ) -> Transcript:
-    """Stream ``audio`` (path or array) through ``model`` chunk by chunk and decode greedily.
+    """Stream ``audio`` (path or array) through ``model`` chunk by chunk and decode greedily, exactly as NeMo's
+    cache-aware streaming does.
 
-    ``engine``: "refimpl", "onnxruntime", or an engine already open (``open_engine``); ``decoder``: "rnnt" or
-    "ctc", by default the model's RNNT head if it has one, else its CTC head."""
+    ``engine``: "refimpl", "onnxruntime", or an engine already open (``open_engine``); ``weights``: refimpl's
+    weights from another file of the same model (a .nemo, another export); ``decoder``: "rnnt" or "ctc", by
+    default the model's RNNT head if it has one, else its CTC head; ``order``: "block" (default for refimpl:
+    chunks in blocks, the same results) or "step"."""
     if decoder is not None and decoder not in DECODERS:
         raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
-    if isinstance(engine, str):
-        engine = open_engine(
-            model,
-            engine=engine,
-            weights=weights,
-            att_context_size=att_context_size,
-            impl=impl,
-            backend=backend,
-            dtype=dtype,
-            threads=threads,
-        )
-    cfg = engine.config
+    source = model
+    if weights is not None:
+        if engine != "refimpl":
+            raise ValueError("--weights gives refimpl its weights; the onnxruntime engine runs the graphs of --model")
+        check_same_architecture(_config_of(model), _config_of(weights), str(model), str(weights))
+        source = weights
+    m = Model(
+        source,
+        engine=engine,
+        impl=impl,
+        backend=backend,
+        att_context_size=att_context_size,
+        dtype=dtype,
+        threads=threads,
+    )
+    cfg = m.config
     if not cfg.encoder.has_cache_io:
-        if engine.name == "onnxruntime":
+        if m.engine.name == "onnxruntime":
             raise ValueError(stateless_message(model))
         if notes is not None:
             notes.append(
                 stateless_message(model) + " refimpl computes its own masks and caches, so it streams these "
                 "weights anyway (as the model would with a cache-aware export)."
             )
-    decoder = decoder or engine.heads[0]
-    if decoder not in engine.heads:
-        raise ValueError(
-            f"{model} has no {decoder.upper()} head for the {engine.name} engine (it has: "
-            f"{', '.join(engine.heads) or 'none'}); an RNNT export folder holds encoder + decoder_joint, "
-            f"a CTC export one graph with a 'logprobs' output"
-        )
-    if cfg.tokenizer_model is None:
-        raise ValueError(
-            f"{model} has no tokenizer.model: put NeMo's tokenizer.model next to the ONNX files "
-            f"(it is inside the .nemo: `tar -xf model.nemo --wildcards '*tokenizer.model'`)"
-        )
-    mel, seconds_audio = features(audio, cfg, engine.featurizer)
+    order = order or ("block" if hasattr(m.engine, "encoder_block") else "step")
     t0 = time.perf_counter()
-    res = run_stream(engine, mel, decoders=(decoder,))
-    assert res.dropped_tail_frames is not None
+    r = m.transcribe(audio, decoder=decoder, order=order, notices=notes)
     elapsed = time.perf_counter() - t0
-    tokens = res.tokens.of(decoder)
-    text = Tokenizer(cfg.tokenizer_model).decode(tokens)
     return Transcript(
-        text=text,
-        tokens=tokens,
-        att_context_size=list(cfg.encoder.att_context_size),
-        decoder=decoder,
-        engine=engine.name,
-        chunks=res.n_chunks,
-        audio_seconds=seconds_audio,
+        text=r.text,
+        tokens=r.tokens,
+        timestamps=r.timestamps,
+        att_context_size=list(r.att_context_size),
+        decoder=r.decoder,
+        engine=m.engine.name,
+        chunks=r.chunks,
+        audio_seconds=r.audio_seconds,
         seconds=elapsed,
-        dropped_tail_frames=int(res.dropped_tail_frames[0]),
+        order=order,
+        dropped_tail_frames=r.dropped_tail_frames,
     )
+
+
+def _config_of(path):
+    """A model's config without reading its weights."""
+    return read_nemo_config(path) if Path(path).suffix == ".nemo" else plan_onnx(path).config

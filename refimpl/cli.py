@@ -22,6 +22,7 @@ from .fast.encoder import BACKENDS
 from .model.audio import AudioError
 from .runtime.engines import IMPLS
 from .runtime.lookahead import LookAheadError, parse_att_context_size, resolve_att_context_size
+from .runtime.loop import ORDERS
 from .runtime.tokenizer import Tokenizer
 from .tools import golden
 from .tools.bench import add_bench_parser
@@ -50,6 +51,16 @@ def _add_model_args(p, *, engine=True, lookahead=True, impl_default="plain"):
         p.add_argument("--float64", action="store_true", help="run refimpl in double precision")
         p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op and BLAS threads")
         _add_impl_args(p, default=impl_default)
+
+
+def _add_order_arg(p, default=None):
+    p.add_argument(
+        "--order",
+        choices=ORDERS,
+        default=default,
+        help="how refimpl evaluates the chunks: one encoder call per chunk (step), or runs of full chunks in one "
+        "masked pass with the same per-chunk results (block; the default where refimpl streams a whole file)",
+    )
 
 
 def _add_impl_args(p, default):
@@ -81,6 +92,7 @@ def cmd_transcribe(args) -> int:
         backend=args.backend,
         dtype=_dtype(args),
         threads=args.threads,
+        order=args.order,
         notes=notes,
     )
     for n in notes:
@@ -98,6 +110,9 @@ def cmd_transcribe(args) -> int:
                         "decoder",
                         "engine",
                         "chunks",
+                        "order",
+                        "timestamps",
+                        "dropped_tail_frames",
                         "audio_seconds",
                         "seconds",
                     )
@@ -158,6 +173,7 @@ def cmd_crosscheck(args) -> int:
             threads=args.threads,
             on_chunk=bar,
             notices=notices,
+            order=args.order,
         )
     finally:
         if bar is not None:
@@ -259,6 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="which head decodes (default: the model's RNNT head if it has one, else its CTC head)",
     )
     p.add_argument("--json", action="store_true", help="print a JSON object instead of the text")
+    _add_order_arg(p)
     p.set_defaults(func=cmd_transcribe)
 
     p = sub.add_parser("crosscheck", help="run onnxruntime and refimpl side by side; report the first divergence")
@@ -276,6 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_impl_args(p, default="plain")
+    _add_order_arg(p, default="step")
     p.set_defaults(func=cmd_crosscheck)
 
     p = sub.add_parser("inspect", help="the exact shapes of every input and output, and the arithmetic behind them")

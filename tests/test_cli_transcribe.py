@@ -31,6 +31,9 @@ def test_transcribe_json_on_both_engines(capsys):
             "decoder",
             "engine",
             "chunks",
+            "order",
+            "timestamps",
+            "dropped_tail_frames",
             "audio_seconds",
             "seconds",
         }

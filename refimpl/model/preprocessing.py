@@ -84,9 +84,9 @@ def log_mel(
         x = add_dither(x, dither, seed)
     if cfg.preemph is not None:
         x = preemphasis(x, length, cfg.preemph, zero_tail=not legacy)
-    win = _checked_window(window, cfg, dtype)  # [n_window_size]
+    win = checked_window(window, cfg, dtype)  # [n_window_size]
     power = stft_power(x, win, cfg, pad_mode="reflect" if legacy else "constant")  # [B, n_fft//2+1, F]
-    mel = _checked_filterbank(fb, cfg, dtype) @ power  # [B, features, F]
+    mel = apply_filterbank(checked_filterbank(fb, cfg, dtype), power)  # [B, features, F]
     mel = log_features(mel, cfg)
     mel = normalize_batch(mel, seq_len, cfg.normalize, legacy=legacy)
     mel = mask_frames(mel, seq_len, cfg.pad_value)
@@ -273,6 +273,13 @@ def mel_filterbank(cfg: PreprocessorConfig = DEFAULT_PREPROCESSOR, dtype=np.floa
 # ----------------------------------------------------------------------------------------------------------
 # features
 # ----------------------------------------------------------------------------------------------------------
+def apply_filterbank(fb: np.ndarray, power: np.ndarray) -> np.ndarray:
+    """fb [D, K] x power [B, K, F] -> mel [B, D, F], every frame summed over its K bins in one fixed order
+    (einsum's loop, not BLAS: a BLAS product rounds a column differently depending on how many columns it is
+    given), so a frame's features are the same whether it is computed alone, in a batch or in a stream."""
+    return np.einsum("dk,bkf->bdf", fb, power)
+
+
 def log_features(mel: np.ndarray, cfg: PreprocessorConfig) -> np.ndarray:
     """[B, D, T] -> [B, D, T]: natural log with NeMo's zero guard ("add": ln(x + g), "clamp": ln(max(x, g)))."""
     if not cfg.log:
@@ -328,7 +335,7 @@ def pad_time(x: np.ndarray, pad_to: int, pad_value: float = 0.0) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, 0), (0, extra)), constant_values=pad_value)
 
 
-def _checked_window(window, cfg: PreprocessorConfig, dtype) -> np.ndarray:
+def checked_window(window, cfg: PreprocessorConfig, dtype) -> np.ndarray:
     """The caller's (checkpoint) window [n_window_size], or the one named by cfg."""
     if window is None:
         return window_function(cfg.window, cfg.n_window_size, dtype)
@@ -341,7 +348,7 @@ def _checked_window(window, cfg: PreprocessorConfig, dtype) -> np.ndarray:
     return window.astype(dtype)
 
 
-def _checked_filterbank(fb, cfg: PreprocessorConfig, dtype) -> np.ndarray:
+def checked_filterbank(fb, cfg: PreprocessorConfig, dtype) -> np.ndarray:
     """The caller's (checkpoint) filterbank (1, D, K) or (D, K) as [D, K], or mel_filterbank(cfg)."""
     if fb is None:
         return mel_filterbank(cfg, dtype)

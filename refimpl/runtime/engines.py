@@ -21,7 +21,7 @@ from weights_tools.tree import astype
 
 from ..fast.decoder import FastGreedyRNNT
 from ..fast.encoder import BACKENDS, FastEncoder
-from ..model.block import BlockOutput, encoder_block
+from ..model.block import BlockOutput, check_block_exact, encoder_block
 from ..model.ctc import ctc_logprobs
 from ..model.encoder import EncoderOps, PlainEncoder, encoder_step
 from ..model.rnnt import joint, lstm_cell, prediction_step
@@ -188,6 +188,10 @@ class RefimplEngine:
         if state is not None:
             res["engine_state_next"] = state
         return res
+
+    def check_block(self) -> None:
+        """BlockNotExact when this look-ahead's blocks would not equal its steps (see ``model.block``)."""
+        check_block_exact(self.ops)
 
     def encoder_block(
         self,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..model.block import BlockNotExact
 from .chunking import Chunk, chunk_schedule, dropped_tail_frames
 from .streaming import (
     DECODERS,
@@ -65,11 +66,18 @@ class ChunkLoop:
     taps_for: Callable[[int], bool] | None = None
     prepare: Callable[[Chunk, StreamState], StreamState] | None = None
     state: StreamState = field(init=False)
+    notices: list = field(init=False, default_factory=list)
 
     def __post_init__(self):
         check_order(self.engine, self.order)
         if self.order == "block" and self.prepare is not None:
             raise OrderError("a prepare hook replaces the state before each step: evaluate with order 'step'")
+        if self.order == "block":
+            try:
+                self.engine.check_block()
+            except BlockNotExact as e:
+                self.notices.append(f"{e}: stepping instead")
+                self.order = "step"
         self.decoders = available_decoders(self.engine, self.decoders)
         self.state = initial_state(self.engine, self.batch, self.decoders)
 

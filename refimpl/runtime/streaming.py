@@ -73,6 +73,60 @@ class StreamState:
         )
 
 
+def _stack_dict(dicts: list, axis_of) -> dict | None:
+    if any(d is None for d in dicts) or len({tuple(sorted(d)) for d in dicts}) != 1:
+        return None  # not every stream has it: the engine rebuilds it
+    return {k: np.concatenate([d[k] for d in dicts], axis=axis_of(k)) for k in dicts[0]}
+
+
+def stack_states(states: list) -> StreamState:
+    """Streams' states (each a batch) side by side as one batch, to step them together."""
+    cat = lambda get, axis=0: np.concatenate([get(s) for s in states], axis=axis)  # noqa: E731
+    rnnt = None
+    if all(s.rnnt is not None for s in states):
+        rs = [s.rnnt for s in states]
+        pred = _stack_dict([r.pred_out for r in rs], lambda k: 0 if k == "joint_pred" else 1)
+        rnnt = RNNTState(
+            np.concatenate([r.h for r in rs], 1),
+            np.concatenate([r.c for r in rs], 1),
+            np.concatenate([r.last_token for r in rs]),
+            pred,
+        )
+    ctc = cat(lambda s: s.ctc_last_label) if all(s.ctc_last_label is not None for s in states) else None
+    return StreamState(
+        cat(lambda s: s.cache_last_channel),
+        cat(lambda s: s.cache_last_time),
+        cat(lambda s: s.cache_last_channel_len),
+        cat(lambda s: s.pre_encode_cache),
+        rnnt,
+        ctc,
+        cat(lambda s: s.mel_frames),
+        max(s.chunks for s in states),
+        _stack_dict([s.engine_state for s in states], lambda k: 0),
+    )
+
+
+def take_state(state: StreamState, i: int) -> StreamState:
+    """Stream i of a batch state, as a batch of one."""
+    one = lambda a, axis=0: np.take(a, [i], axis=axis)  # noqa: E731
+    rnnt = None
+    if state.rnnt is not None:
+        r = state.rnnt
+        pred = None if r.pred_out is None else {k: one(v, 0 if k == "joint_pred" else 1) for k, v in r.pred_out.items()}
+        rnnt = RNNTState(one(r.h, 1), one(r.c, 1), one(r.last_token), pred)
+    return StreamState(
+        one(state.cache_last_channel),
+        one(state.cache_last_time),
+        one(state.cache_last_channel_len),
+        one(state.pre_encode_cache),
+        rnnt,
+        None if state.ctc_last_label is None else one(state.ctc_last_label),
+        one(state.mel_frames),
+        state.chunks,
+        None if state.engine_state is None else {k: one(v) for k, v in state.engine_state.items()},
+    )
+
+
 def available_decoders(engine, wanted=DECODERS) -> tuple:
     """The wanted decoders the engine has (an RNNT export has no CTC head for onnxruntime, and so on)."""
     return tuple(d for d in wanted if d in engine.heads)

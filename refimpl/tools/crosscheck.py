@@ -81,10 +81,19 @@ def _common_decoders(reference, candidate, decoders) -> tuple:
 
 
 def crosscheck_engines(
-    reference, candidate, mel, *, model: str = "", decoders=DECODERS, layers: bool = False, on_chunk=None
+    reference,
+    candidate,
+    mel,
+    *,
+    model: str = "",
+    decoders=DECODERS,
+    layers: bool = False,
+    on_chunk=None,
+    order: str = "step",
 ) -> Report:
     """``reference`` (e.g. OnnxEngine) vs ``candidate`` (e.g. RefimplEngine) on one stream of mel [feat_in, F] or
-    [1, feat_in, F]. ``on_chunk(i, n_chunks)`` is called after each chunk (progress)."""
+    [1, feat_in, F]. ``order``: how the candidate evaluates the chunks ("step", or "block": runs of chunks in one
+    pass, each chunk's outputs compared as if stepped). ``on_chunk(i, n_chunks)`` is called after each chunk."""
     mel = np.asarray(mel, np.float32)
     mel = mel[None] if mel.ndim == 2 else mel
     decoders = _common_decoders(reference, candidate, decoders)
@@ -95,7 +104,7 @@ def crosscheck_engines(
     chunks, first = [], None
     lockstep = zip(
         iter_stream(ref, mel, decoders=decoders, taps_for=taps_for),
-        iter_stream(candidate, mel, decoders=decoders, taps_for=taps_for),
+        iter_stream(candidate, mel, decoders=decoders, taps_for=taps_for, order=order),
     )
     for (chunk, step_r, _), (_, step_c, _) in lockstep:
         outs = compare_outputs(outputs_of(step_c.encoder, step_c.decoded), outputs_of(step_r.encoder, step_r.decoded))
@@ -178,10 +187,11 @@ def crosscheck(
     decoders=DECODERS,
     on_chunk=None,
     notices: list | None = None,
+    order: str = "step",
 ) -> Report:
     """onnxruntime on ``model`` (NeMo's export) vs refimpl (weights from ``weights`` if given — a .nemo or
     another export of the same model — else from ``model``) on ``audio`` (a path or a 1-D array). ``impl``:
-    refimpl's plain NumPy reference (default) or its fast path."""
+    refimpl's plain NumPy reference (default) or its fast path; ``order``: refimpl's evaluation order."""
     ref = OnnxEngine(model, att_context_size=parse_att_context_size(att_context_size), threads=threads, taps=layers)
     config, w = load_model(weights if weights is not None else model)
     if weights is not None:
@@ -204,4 +214,6 @@ def crosscheck(
                 + " Comparing one whole-utterance call instead (what this graph computes)."
             )
         return crosscheck_offline(ref, cand, mel, model=str(model), decoders=decoders)
-    return crosscheck_engines(ref, cand, mel, model=str(model), decoders=decoders, layers=layers, on_chunk=on_chunk)
+    return crosscheck_engines(
+        ref, cand, mel, model=str(model), decoders=decoders, layers=layers, on_chunk=on_chunk, order=order
+    )
