@@ -100,7 +100,7 @@ def transcribe(
                 stateless_message(model) + " refimpl computes its own masks and caches, so it streams these "
                 "weights anyway (as the model would with a cache-aware export)."
             )
-    order = order or ("block" if hasattr(m.engine, "encoder_block") else "step")
+    order = order or m.engine.orders[-1]
     t0 = time.perf_counter()
     r = m.transcribe(audio, decoder=decoder, order=order, notices=notes)
     elapsed = time.perf_counter() - t0

@@ -39,54 +39,75 @@ def test_interleaving_alternates_engines_and_blocks():
     config, weights = nemo_model("hybrid")
     eng = RefimplEngine(config, weights, att_context_size=(70, 1), impl="fast")
     mel = mel_goldens()["fox/mel"][None]
-    res = bench.stream_interleaved({"a": Fake("a", eng), "b": Fake("b", eng)}, mel, decoders=(), warmup=1, block=3)
+    res = bench.step_mode({"a": Fake("a", eng), "b": Fake("b", eng)}, mel, decoders=(), warmup=1, block=3)
     n = res["a"]["chunks"]
     assert len(res["a"]["step"]) == len(res["b"]["step"]) == n - 1 and len(res["a"]["warmup_step"]) == 1
     assert order[: 2 + 3 * 2] == ["a", "b"] + ["b"] * 3 + ["a"] * 3  # warm-up round, then blocks, order alternating
 
 
 def test_run_bench_smoke():
+    """Every mode on both engines, the ratios at modes.<mode>.ratio / encoder_ratio, fresh-process memory."""
     r = bench.run_bench(
-        folder("hybrid", (70, 13)), AUDIO / "fox.wav", seconds=8, warmup=1, subprocesses=True, cold_jit=False
+        folder("hybrid", (70, 13)), AUDIO / "fox.wav", seconds=8, warmup=1, repeats=2, subprocesses=True, cold_jit=False
     )
-    assert r["att_context_size"] == [70, 13] and r["decoders"] == ["rnnt"] and r["timed_chunks"] == r["chunks"] - 1
+    assert r["att_context_size"] == [70, 13] and r["decoders"] == ["rnnt"]
+    assert set(r["modes"]) == {"file", "step", "live"}
+    for mode, key in (("file", "total"), ("step", "step"), ("live", "latency")):
+        m = r["modes"][mode]
+        assert m["ratio"] > 0 and m["encoder_ratio"] > 0 and m["p90_ratio"] > 0
+        for e in m["engines"].values():
+            assert e[key]["median_ms"] >= e["encoder"]["median_ms"] > 0
+    f = r["modes"]["file"]["engines"]
+    assert f["refimpl"]["order"] == "block" and f["onnxruntime"]["order"] == "step"
+    assert f["refimpl"]["tokens"] == f["onnxruntime"]["tokens"]  # the same transcript, however it was evaluated
+    assert r["modes"]["step"]["engines"]["refimpl"]["chunks"] == r["modes"]["step"]["engines"]["onnxruntime"]["chunks"]
     for name in ("onnxruntime", "refimpl"):
-        e = r["engines"][name]
-        assert e["step"]["median_ms"] >= e["encoder"]["median_ms"] > 0
-        assert e["fresh_process"]["peak_rss_mb"] >= e["fresh_process"]["rss_after_imports_mb"] > 0
-        assert e["fresh_process"]["load_seconds"] > 0
-    assert set(r["ratios"]) == {"step_median", "step_p90", "encoder_median", "load"}
-    assert r["floor"]["ms_per_chunk"] > 0
+        fp = r["engines"][name]["fresh_process"]
+        assert fp["peak_rss_mb"] >= fp["rss_after_imports_mb"] > 0 and fp["load_seconds"] > 0
+    assert r["load_ratio"] > 0 and r["floor"]["ms_per_step"] > 0
     text = bench.format_report(r)
-    assert "ms/chunk median" in text and "peak RSS" in text and "floor" in text
+    for words in ("file mode", "step mode", "live mode", "peak RSS", "floor", "decoding ms"):
+        assert words in text, words
     json.dumps(r)
 
 
-@pytest.mark.parametrize("extra", [["--impl", "plain"], ["--decoder", "ctc", "--block", "2"]])
+@pytest.mark.parametrize("extra", [["--impl", "plain", "--mode", "step"], ["--decoder", "ctc", "--mode", "file,live"]])
 def test_bench_cli(extra, capsys):
     """``refimpl bench`` is registered on the CLI; --json prints the run_bench dict."""
     args = build_parser().parse_args(["bench", "--model", "m", "--audio", "a.wav", *extra])
     assert args.func is bench.cmd_bench
-    model = (
-        folder("hybrid", (70, 0)) if "--decoder" not in extra else folder("hybrid", (70, 13)).parent / "ctc-att-70-13"
-    )
-    assert (
-        main(
-            [
-                "bench",
-                "--model",
-                str(model),
-                "--audio",
-                str(AUDIO / "fox.wav"),
-                "--seconds",
-                "3",
-                "--no-subprocess",
-                "--json",
-                *extra,
-            ]
-        )
-        == 0
-    )
+    model = folder("hybrid", (70, 0)) if "ctc" not in extra else folder("hybrid", (70, 13)).parent / "ctc-att-70-13"
+    argv = [
+        "bench",
+        "--model",
+        str(model),
+        "--audio",
+        str(AUDIO / "fox.wav"),
+        "--seconds",
+        "3",
+        "--repeats",
+        "1",
+        "--no-subprocess",
+        "--json",
+        *extra,
+    ]
+    assert main(argv) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["refimpl_impl"] == ("plain" if "plain" in extra else "fast")
     assert r["decoders"] == (["ctc"] if "ctc" in extra else ["rnnt"])
+    assert set(r["modes"]) == ({"step"} if "plain" in extra else {"file", "live"})
+
+
+@pytest.mark.parametrize(
+    "bad,words",
+    [
+        (["--seconds", "0"], "must be > 0"),
+        (["--threads", "0"], "must be > 0"),
+        (["--threads", "999"], "at most"),
+        (["--mode", "fast"], "modes are file"),
+    ],
+)
+def test_bench_options_are_checked_when_parsed(bad, words, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--model", "m", "--audio", "a.wav", *bad])
+    assert e.value.code == 2 and words in capsys.readouterr().err

@@ -51,6 +51,7 @@ class Engine(Protocol):
     heads: tuple  # the model's heads this engine runs: "rnnt" and/or "ctc"
     featurizer: dict | None  # the checkpoint's preprocessor.featurizer (fb, window) when the engine has it
     ctc_in_encoder: bool  # the encoder call returns "logprobs" (a CTC single-graph export) instead of "outputs"
+    orders: tuple  # evaluation orders it runs: ("step",), or ("step", "block") with encoder_block/check_block
 
     def encoder(
         self,
@@ -87,6 +88,7 @@ class EngineWrapper:
         self.name, self.config, self.streaming = inner.name, inner.config, inner.streaming
         self.dtype, self.heads, self.ctc_in_encoder = inner.dtype, inner.heads, inner.ctc_in_encoder
         self.featurizer = inner.featurizer
+        self.orders = inner.orders
 
     def encoder(self, *args, **kwargs) -> dict:
         return self.inner.encoder(*args, **kwargs)
@@ -100,6 +102,12 @@ class EngineWrapper:
     def greedy_rnnt(self, enc, enc_len, state) -> tuple:
         return self.inner.greedy_rnnt(enc, enc_len, state)
 
+    def check_block(self) -> None:
+        self.inner.check_block()
+
+    def encoder_block(self, *args, **kwargs):
+        return self.inner.encoder_block(*args, **kwargs)
+
 
 class RefimplEngine:
     """refimpl's arithmetic on (config, weights). ``impl`` "plain" (the readable NumPy reference,
@@ -109,6 +117,7 @@ class RefimplEngine:
     replaces ``weights["encoder"]``."""
 
     name = "refimpl"
+    orders = ("step", "block")
 
     def __init__(
         self,

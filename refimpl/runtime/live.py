@@ -68,16 +68,20 @@ class Model:
         self,
         path,
         *,
-        engine: str = "refimpl",
+        engine="refimpl",
         impl: str = "fast",
         backend: str | None = None,
         att_context_size=None,
         dtype=np.float32,
         threads: int = 1,
     ):
+        """``engine``: "refimpl", "onnxruntime", or an engine already open on ``path``."""
         self.path = Path(path)
         self._open = dict(engine=engine, impl=impl, backend=backend, dtype=dtype, threads=threads)
-        first = open_engine(path, att_context_size=parse_att_context_size(att_context_size), **self._open)
+        if isinstance(engine, str):
+            first = open_engine(path, att_context_size=parse_att_context_size(att_context_size), **self._open)
+        else:
+            first, self._open["engine"] = engine, engine.name
         self.engine = first
         self._engines = {tuple(first.config.encoder.att_context_size): first}
         if first.config.tokenizer_model is None:
@@ -127,7 +131,7 @@ class Model:
                 for a in audio
             ]
         eng = self.engine_for(att_context_size)
-        order = order or ("block" if hasattr(eng, "encoder_block") else "step")
+        order = order or eng.orders[-1]
         s = self.stream(att_context_size=att_context_size, decoder=decoder, order=order)
         for block in _blocks(audio, eng.config.preprocessor.sample_rate, notices):
             s.accept_waveform(block)
@@ -292,6 +296,11 @@ class Stream:
         return None
 
     # --- results ---------------------------------------------------------------------------------------------
+    @property
+    def chunks(self) -> int:
+        """Chunks run so far."""
+        return self._chunk
+
     @property
     def tokens(self) -> list:
         return self.tokens_so_far.of(self.decoder)

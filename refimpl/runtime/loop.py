@@ -44,7 +44,7 @@ class OrderError(ValueError):
 def check_order(engine, order: str) -> None:
     if order not in ORDERS:
         raise OrderError(f"order must be one of {ORDERS}, got {order!r}")
-    if order == "block" and not hasattr(engine, "encoder_block"):
+    if order not in engine.orders:
         raise OrderError(
             f"the {engine.name} engine runs one chunk per call (an ONNX encoder is a step); block evaluation is "
             f"refimpl's: use --engine refimpl, or --order step"

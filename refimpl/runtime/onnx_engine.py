@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from weights_tools import find_export, plan_onnx, streaming_params
+from weights_tools import find_export, plan_onnx, streaming_params, subsampled_length
 
 from .lookahead import resolve_att_context_size
 from .streaming import greedy_over_decoder_joint
@@ -14,6 +14,7 @@ class OnnxEngine:
     """onnxruntime on NeMo's export: ``encoder-*.onnx`` + ``decoder_joint-*.onnx``, or a CTC single graph."""
 
     name = "onnxruntime"
+    orders = ("step",)  # an ONNX encoder graph is one step
     label = "onnxruntime"
 
     def __init__(self, model_dir, *, config=None, att_context_size=None, threads: int = 1, taps: bool = False):
@@ -76,7 +77,12 @@ class OnnxEngine:
 
             for tap, tensor in self.tap_tensors.items():
                 taps[tap] = onnx_tap_value(tap, values[tensor])
-        return {k: values[k] for k in self.encoder_outputs}
+        out = {k: values[k] for k in self.encoder_outputs}
+        if "encoded_lengths" not in out:
+            # A CTC export without cache support returns only "logprobs": its valid lengths are the subsampled
+            # input lengths (no pre-encode drop without caches), exactly what the stateless RNNT export returns.
+            out["encoded_lengths"] = subsampled_length(feeds["length"], self.config.encoder.subsampling_factor)
+        return out
 
     def ctc(self, outputs) -> np.ndarray:
         raise RuntimeError("the onnxruntime engine computes CTC log-probs inside the CTC export's encoder graph")
