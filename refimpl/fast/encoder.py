@@ -77,14 +77,23 @@ def kernel_set(backend: str) -> SimpleNamespace:
     )
 
 
+UNPANEL_ROWS = 256  # from this many rows on (blocks), one product with the whole matrix beats one per panel
+
+
 def linear_p(x, params: dict, *, bias: bool = True):
     """``nn.linear`` on a column-panel weight (weights_tools.layouts): x [..., in] -> [..., out] = x @ W (+ bias).
-    One BLAS product per panel, written straight into its columns of the result."""
+    For a few rows (a step), one BLAS product per panel, written straight into its columns of the result; from
+    ``UNPANEL_ROWS`` rows on (a block), the panels are laid side by side again (a copy of the matrix, kept only for
+    this product) and multiplied at once: BLAS then packs x once instead of once per panel (measured 20-35 %
+    faster at 742 rows of the 114M model)."""
     w_p = params["weight_p"]  # [P, in, nb]
     p, _, nb = w_p.shape
     x2 = x.reshape(-1, x.shape[-1])
     y = np.empty((x2.shape[0], p * nb), np.result_type(x.dtype, w_p.dtype))
-    np.matmul(x2, w_p, out=y.reshape(-1, p, nb).transpose(1, 0, 2))
+    if x2.shape[0] >= UNPANEL_ROWS:
+        np.matmul(x2, w_p.transpose(1, 0, 2).reshape(w_p.shape[1], p * nb), out=y)
+    else:
+        np.matmul(x2, w_p, out=y.reshape(-1, p, nb).transpose(1, 0, 2))
     if bias:
         y += params["bias"]
     return y.reshape(x.shape[:-1] + (p * nb,))
@@ -210,11 +219,13 @@ def project_cached_kv(cache_last_channel, layout: dict, cfg: EncoderConfig):
 
 @dataclass(frozen=True)
 class FastAttention:
-    """This step's attention state: keys/values of [cache ‖ chunk] per layer (the chunk's columns are written by
-    each layer) and the positional tables."""
+    """This step's attention state: the projected keys/values of the cached frames, the next step's (each layer
+    writes its own when it has run) and the positional tables."""
 
-    k_all: np.ndarray  # [B, n_layers, H, dk, C+T]
-    v_all: np.ndarray  # [B, n_layers, H, C+T, dk]
+    k_cache: np.ndarray | None  # [B, n_layers, H, dk, C] keys of the cached frames (None offline)
+    v_cache: np.ndarray | None  # [B, n_layers, H, C, dk]
+    k_next: np.ndarray | None  # [B, n_layers, H, dk, C] the last C keys of [cache ‖ frames]: engine_state_next
+    v_next: np.ndarray | None  # [B, n_layers, H, C, dk]
     pos_emb: np.ndarray  # [2(C+T)-1, d] (a slice of the precomputed table)
     pos_t: np.ndarray  # [n_layers, H, dk, P] linear_pos(pos_emb) of a table at least this long
     pos_off: int  # first column of pos_t for this step
@@ -271,14 +282,15 @@ class FastEncoder:
             pos_emb, pos_t, off = self.pos_emb, self.pos_t, self.pos_len - window
         else:  # a longer chunk than the look-ahead's (an offline call): a table of its own
             (pos_emb, pos_t), off = positional_projections(self.layout, cfg, window, dtype), 0
-        k_all = np.empty((b, cfg.n_layers, cfg.n_heads, cfg.d_k, length), dtype)
-        v_all = np.empty((b, cfg.n_layers, cfg.n_heads, length, cfg.d_k), dtype)
+        k_cache = v_cache = k_next = v_next = None
         if streaming:
             if engine_state is None or any(k not in engine_state for k in ENGINE_STATE_KEYS):
                 engine_state = dict(zip(ENGINE_STATE_KEYS, project_cached_kv(cache_last_channel, self.layout, cfg)))
-            k_all[..., :c] = engine_state["linear_k"]
-            v_all[:, :, :, :c] = engine_state["linear_v"]
-        return FastAttention(k_all, v_all, pos_emb[off : off + 2 * window - 1], pos_t, off, n_frames, streaming, band)
+            k_cache, v_cache = engine_state["linear_k"], engine_state["linear_v"]
+            k_next, v_next = np.empty_like(k_cache, dtype=dtype), np.empty_like(v_cache, dtype=dtype)
+        return FastAttention(
+            k_cache, v_cache, k_next, v_next, pos_emb[off : off + 2 * window - 1], pos_t, off, n_frames, streaming, band
+        )
 
     def norm(self, x, params):
         return self.k.layer_norm(x, params)
@@ -293,11 +305,20 @@ class FastEncoder:
     def self_attn(self, x, i, attention, att_mask):
         sa = self.layer_params(i)["self_attn"]
         qkv = linear_p(x, sa["linear_qkv"], bias=False)  # the bias is added inside, once
-        a = attention
+        a, cfg = attention, self.cfg
+        b, t, _ = x.shape
+        c = 0 if a.k_cache is None else a.k_cache.shape[-1]
+        k_all = np.empty((b, 1, cfg.n_heads, cfg.d_k, c + t), qkv.dtype)  # this layer's [cache ‖ frames]
+        v_all = np.empty((b, 1, cfg.n_heads, c + t, cfg.d_k), qkv.dtype)
+        if c:
+            k_all[:, 0, :, :, :c], v_all[:, 0, :, :c] = a.k_cache[:, i], a.v_cache[:, i]
+        pos_t = a.pos_t[i : i + 1]
         if a.band:
-            ctx = banded_rel_pos_attention(qkv, sa, a.k_all, a.v_all, i, a.pos_t, a.pos_off, att_mask, a.band)
+            ctx = banded_rel_pos_attention(qkv, sa, k_all, v_all, 0, pos_t, a.pos_off, att_mask, a.band)
         else:
-            ctx = cached_rel_pos_attention(qkv, sa, a.k_all, a.v_all, i, a.pos_t, a.pos_off, att_mask)
+            ctx = cached_rel_pos_attention(qkv, sa, k_all, v_all, 0, pos_t, a.pos_off, att_mask)
+        if c:
+            a.k_next[:, i], a.v_next[:, i] = k_all[:, 0, :, :, t:], v_all[:, 0, :, t:]
         return linear_p(ctx, sa["linear_out"])
 
     def conv(self, x, cache, pad_mask, params):
@@ -308,5 +329,4 @@ class FastEncoder:
     def engine_state_next(self, attention):
         if not attention.streaming:
             return None
-        t = attention.n_frames
-        return {"linear_k": attention.k_all[..., t:], "linear_v": attention.v_all[:, :, :, t:]}
+        return {"linear_k": attention.k_next, "linear_v": attention.v_next}

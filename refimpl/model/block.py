@@ -71,15 +71,19 @@ class BlockOutput:
         if not caches:
             return EncoderOutput(outputs, lengths, None, None, cache_len)
         k = p.conv_caches.shape[3]
+        a0, g0 = max(0, end - c), max(0, end - k)  # the frames the caches after chunk n are cut from
+        ka, kg = p.kept_from["att_in"], p.kept_from["conv_in"]
+        if a0 < ka or g0 < kg:
+            raise ValueError(f"chunk {n}'s caches were not kept: evaluate the block with caches='all'")
         ccn = np.stack(
             [
-                last_frames(self.cache_last_channel[:, i], a[:, max(0, end - c) : end], axis=1)
+                last_frames(self.cache_last_channel[:, i], a[:, a0 - ka : end - ka], axis=1)
                 for i, a in enumerate(p.att_in)
             ],
             axis=1,
         )
         ctn = np.stack(
-            [last_frames(p.conv_caches[:, i], g[:, :, max(0, end - k) : end], axis=2) for i, g in enumerate(p.conv_in)],
+            [last_frames(p.conv_caches[:, i], g[:, :, g0 - kg : end - kg], axis=2) for i, g in enumerate(p.conv_in)],
             axis=1,
         )
         return EncoderOutput(outputs, lengths, ccn, ctn, cache_len)
@@ -112,9 +116,11 @@ def encoder_block(
     *,
     engine_state: dict | None = None,
     taps: bool = False,
+    caches: str = "all",
 ) -> BlockOutput:
     """audio_signal [B, feat_in, s+1 + N*s*(R+1)]: the pre-encode cache of the first chunk, then the new mel frames
-    of N full chunks of every stream -> BlockOutput. ``taps``: also record what ``chunk_taps`` needs."""
+    of N full chunks of every stream -> BlockOutput. ``taps``: also record what ``chunk_taps`` needs.
+    ``caches``: "all" keeps what every chunk's caches are cut from; "last" only the last chunk's (memory)."""
     check_block_exact(ops)
     sp = streaming_params(ops.cfg, ops.att_context_size)
     pre, width = sp.pre_encode_cache_size, sp.chunk_size
@@ -133,6 +139,7 @@ def encoder_block(
         ops,
         engine_state=engine_state,
         record=_recorder(block_taps),
+        keep="all" if caches == "all" else "tails",
     )
     if p.x.shape[1] != n_chunks * sp.valid_out_len:
         raise AssertionError(f"{n_chunks} chunks gave {p.x.shape[1]} frames, not {n_chunks} x {sp.valid_out_len}")

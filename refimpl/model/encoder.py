@@ -105,10 +105,11 @@ class EncoderPass:
 
     x: np.ndarray  # [B, T, d] the last layer's output
     length: np.ndarray  # [B] valid frames
-    att_in: list  # per layer [B, T, d]: the post-norm attention inputs (cache_last_channel is cut from them)
-    conv_in: list  # per layer [B, d, T]: the depthwise-conv inputs (cache_last_time is cut from them)
+    att_in: list  # per layer [B, T', d]: the post-norm attention inputs (cache_last_channel is cut from them)
+    conv_in: list  # per layer [B, d, T']: the depthwise-conv inputs (cache_last_time is cut from them)
     conv_caches: np.ndarray  # [B, n_layers, d, K-1] the conv caches the call started from
     attention: object  # the implementation's attention state (engine_state_next is read from it)
+    kept_from: dict  # "att_in" / "conv_in": the frame index where the kept frames T' begin (0: all kept)
 
 
 def encoder_pass(
@@ -121,10 +122,13 @@ def encoder_pass(
     *,
     engine_state: dict | None = None,
     record=None,
+    keep: str = "tails",
 ) -> EncoderPass:
     """pre_encode, the drop of the extra pre-encoded frames (streaming only), xscaling, the chunked_limited masks
     over [cache ‖ frames] and every layer, for an input of any length: one chunk (the step) or many (a block:
-    ``refimpl.model.block``). ``record(name, value)`` receives the taps."""
+    ``refimpl.model.block``). ``record(name, value)`` receives the taps. ``keep``: "tails" keeps of each layer's
+    attention and conv inputs only what the caches after the last frame are cut from (C and K-1 frames); "all"
+    keeps every frame (the caches after every chunk of a block)."""
     cfg, record = ops.cfg, record or _recorder(None)
     streaming = cache_last_channel is not None
     sp = streaming_params(cfg, ops.att_context_size)
@@ -148,15 +152,17 @@ def encoder_pass(
     record(tap_names.POS_EMB, attention.pos_emb)
     conv_caches = cache_last_time if streaming else np.zeros((b, cfg.n_layers, d, cfg.cache_last_time_size), x.dtype)
     att_ins, conv_ins = [], []
+    tail_att, tail_conv = (c, cfg.cache_last_time_size) if keep == "tails" else (t, t)
+    kept = {"att_in": max(0, t - tail_att), "conv_in": max(0, t - tail_conv)}
     for i in range(cfg.n_layers):
         record(f"{tap_names.layer(i)}/input", x)
         x, att_in, conv_in = conformer_layer(
             x, i, ops, attention, cache_last_time=conv_caches[:, i], att_mask=att_mask, pad_mask=pad_mask, record=record
         )
         record(f"{tap_names.layer(i)}/output", x)
-        att_ins.append(att_in)
-        conv_ins.append(conv_in)
-    return EncoderPass(x, length, att_ins, conv_ins, conv_caches, attention)
+        att_ins.append(att_in[:, kept["att_in"] :])
+        conv_ins.append(conv_in[:, :, kept["conv_in"] :])
+    return EncoderPass(x, length, att_ins, conv_ins, conv_caches, attention, kept)
 
 
 def encoder_step(

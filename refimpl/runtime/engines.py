@@ -212,6 +212,7 @@ class RefimplEngine:
         *,
         engine_state=None,
         taps: bool = False,
+        caches: str = "all",
     ) -> BlockOutput:
         """N full chunks in one pass (``refimpl.model.block``): a BlockOutput whose ``chunk(n)`` is what
         ``encoder`` would return for chunk n."""
@@ -225,6 +226,7 @@ class RefimplEngine:
             self.ops,
             engine_state=engine_state,
             taps=taps,
+            caches=caches,
         )
 
     def ctc(self, outputs) -> np.ndarray:

@@ -125,6 +125,7 @@ class ChunkLoop:
             st.cache_last_channel_len,
             engine_state=st.engine_state,
             taps=taps,
+            caches="all" if self.outputs == "all" else "last",
         )
         rnnt, ctc_last = st.rnnt, st.ctc_last_label
         active = np.ones(self.batch, bool)
