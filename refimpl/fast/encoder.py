@@ -52,6 +52,7 @@ from . import twins
 
 BACKENDS = ("numba", "numpy")
 ENGINE_STATE_KEYS = ("linear_k", "linear_v")
+BAND_GROUP_BYTES = 8 << 20  # keys + values of the attention windows laid out at once in a block
 
 
 def kernel_set(backend: str) -> SimpleNamespace:
@@ -150,7 +151,9 @@ def banded_rel_pos_attention(qkv, params, k_all, v_all, layer: int, pos_t, pos_o
     when C is a multiple of ``band`` -- with the step's positional table (the relative positions of a window are a
     step's). qkv [B, N*band, 3d] (bias not yet added), k_all [B, L, H, dk, C+N*band], v_all [B, L, H, C+N*band,
     dk] (cached columns filled), att_mask [B, N*band, C+N*band] (NeMo's mask of the whole block) -> context
-    [B, N*band, d]. Scores are [N, band, C+band] per head instead of [N*band, C+N*band]."""
+    [B, N*band, d]. Scores are [N, band, C+band] per head instead of [N*band, C+N*band]. The windows overlap
+    ((C+band)/band copies of every key), so they are laid out a group of chunks at a time, about
+    ``BAND_GROUP_BYTES`` of keys and values per group (at [70,0] all 768 windows at once would take 224 MB)."""
     b, nt, d3 = qkv.shape
     h, dk = params["pos_bias_u"].shape
     t, n = band, nt // band
@@ -161,7 +164,22 @@ def banded_rel_pos_attention(qkv, params, k_all, v_all, layer: int, pos_t, pos_o
     k_all[:, layer, :, :, c:] = qkv[:, :, 1].transpose(0, 2, 3, 1)
     v_all[:, layer, :, c:] = qkv[:, :, 2].transpose(0, 2, 1, 3)
     q = qkv[:, :, 0].reshape(b, n, t, h, dk).transpose(0, 3, 1, 2, 4)  # [B, H, N, T, dk]
-    kl, vl = k_all[:, layer], v_all[:, layer]  # [B, H, dk, S], [B, H, S, dk]
+    out = np.empty((b, n, t, h, dk), qkv.dtype)
+    group = max(1, BAND_GROUP_BYTES // (2 * b * h * w * dk * qkv.dtype.itemsize))
+    for n0 in range(0, n, group):
+        n1 = min(n, n0 + group)
+        out[:, n0:n1] = _band_windows(q[:, :, n0:n1], params, k_all[:, layer], v_all[:, layer], pos_t[layer],
+                                      pos_off, att_mask, t, c, n0, n1)  # fmt: skip
+    return out.reshape(b, nt, h * dk)
+
+
+def _band_windows(q, params, kl, vl, pos_l, pos_off: int, att_mask, t: int, c: int, n0: int, n1: int):
+    """Chunks [n0, n1) of ``banded_rel_pos_attention``: q [B, H, G, T, dk], kl [B, H, dk, S], vl [B, H, S, dk]
+    -> context [B, G, T, H, dk]."""
+    b, h, n, _, dk = q.shape
+    w = c + t
+    kl, vl = kl[..., n0 * t :], vl[:, :, n0 * t :]
+    att_mask = att_mask[:, n0 * t : n1 * t, n0 * t :]
     k_win = np.ascontiguousarray(
         np.lib.stride_tricks.as_strided(
             kl, (b, h, n, dk, w), (kl.strides[0], kl.strides[1], t * kl.strides[3], kl.strides[2], kl.strides[3])
@@ -176,7 +194,7 @@ def banded_rel_pos_attention(qkv, params, k_all, v_all, layer: int, pos_t, pos_o
     mask = np.lib.stride_tricks.as_strided(att_mask, (b, n, t, w), (ms[0], t * (ms[1] + ms[2]), ms[1], ms[2]))
     mask = mask[:, None]  # [B, 1, N, T, W]
     scores = (q + params["pos_bias_u"][:, None, None]) @ k_win  # matrix_ac [B, H, N, T, W]
-    pos = pos_t[layer, :, None, :, pos_off : pos_off + 2 * w - 1]  # [H, 1, dk, 2W-1]
+    pos = pos_l[:, None, :, pos_off : pos_off + 2 * w - 1]  # [H, 1, dk, 2W-1]
     bd = np.ascontiguousarray((q + params["pos_bias_v"][:, None, None]) @ pos)  # [B, H, N, T, 2W-1]
     st = bd.strides  # rel_shift: row i of the view starts at column T-1-i of bd's row i
     scores += np.ndarray(
@@ -188,7 +206,7 @@ def banded_rel_pos_attention(qkv, params, k_all, v_all, layer: int, pos_t, pos_o
     np.exp(scores, out=scores)
     scores /= scores.sum(axis=-1, keepdims=True)
     np.copyto(scores, 0.0, where=mask)
-    return (scores @ v_win).transpose(0, 2, 3, 1, 4).reshape(b, nt, h * dk)
+    return (scores @ v_win).transpose(0, 2, 3, 1, 4)
 
 
 def positional_projections(layout: dict, cfg: EncoderConfig, length: int, dtype) -> tuple:

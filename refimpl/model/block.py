@@ -30,6 +30,8 @@ from . import taps as tap_names
 from .attention import rel_positional_encoding
 from .encoder import EncoderOps, EncoderOutput, EncoderPass, _recorder, encoder_pass, last_frames
 
+PRE_ENCODE_FRAMES = 512  # new mel frames per pre-encode piece of a block (~10 MB of conv activations at x8)
+
 
 class BlockNotExact(ValueError):
     """A look-ahead whose left context is not a whole number of chunks: a block would not equal the steps."""
@@ -106,6 +108,25 @@ class BlockOutput:
         return out
 
 
+def pre_encode_pieces(audio_signal, n_chunks: int, ops: EncoderOps, sp) -> tuple:
+    """The pre-encode of a block, [B, feat_in, s+1 + N*w] -> ([B, drop + N*(R+1), d], lengths), computed a piece of
+    about ``PRE_ENCODE_FRAMES`` new mel frames at a time. Each piece is fed with the s+1 mel frames before it, as a
+    chunk is, and its first ``drop`` outputs (which see the piece's zero padding) are dropped: every kept output's
+    receptive field lies inside the frames given, so the pieces give what one pass gives, in a fraction of the
+    memory (the first stride-2 conv's activations over a whole block at x8 are [256, T/2, 40] floats: ~220 MB)."""
+    pre, width, drop = sp.pre_encode_cache_size, sp.chunk_size, sp.drop_extra_pre_encoded
+    b = audio_signal.shape[0]
+    step = max(1, PRE_ENCODE_FRAMES // width)
+    parts: list = []
+    for s in range(0, n_chunks, step):
+        e = min(n_chunks, s + step)
+        seg = audio_signal[:, :, s * width : pre + e * width]
+        y, _ = ops.pre_encode(seg.transpose(0, 2, 1), np.full(b, seg.shape[2], np.int64))
+        parts.append(y if not parts else y[:, drop:])
+    x = np.concatenate(parts, axis=1) if len(parts) > 1 else parts[0]
+    return x, np.full(b, x.shape[1], np.int64)
+
+
 def encoder_block(
     audio_signal,
     n_chunks: int,
@@ -137,6 +158,7 @@ def encoder_block(
         cache_last_time,
         cache_last_channel_len,
         ops,
+        pre_encoded=pre_encode_pieces(audio_signal, n_chunks, ops, sp),
         engine_state=engine_state,
         record=_recorder(block_taps),
         keep="all" if caches == "all" else "tails",

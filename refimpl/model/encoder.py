@@ -123,16 +123,20 @@ def encoder_pass(
     engine_state: dict | None = None,
     record=None,
     keep: str = "tails",
+    pre_encoded: tuple | None = None,
 ) -> EncoderPass:
     """pre_encode, the drop of the extra pre-encoded frames (streaming only), xscaling, the chunked_limited masks
     over [cache ‖ frames] and every layer, for an input of any length: one chunk (the step) or many (a block:
     ``refimpl.model.block``). ``record(name, value)`` receives the taps. ``keep``: "tails" keeps of each layer's
     attention and conv inputs only what the caches after the last frame are cut from (C and K-1 frames); "all"
-    keeps every frame (the caches after every chunk of a block)."""
+    keeps every frame (the caches after every chunk of a block). ``pre_encoded``: (x [B, T', d], length) the
+    pre-encode's output for this input, computed by the caller (a block computes it piece by piece)."""
     cfg, record = ops.cfg, record or _recorder(None)
     streaming = cache_last_channel is not None
     sp = streaming_params(cfg, ops.att_context_size)
-    x, length = ops.pre_encode(audio_signal.transpose(0, 2, 1), np.asarray(length, dtype=np.int64))  # [B, T', d]
+    if pre_encoded is None:
+        pre_encoded = ops.pre_encode(audio_signal.transpose(0, 2, 1), np.asarray(length, dtype=np.int64))
+    x, length = pre_encoded  # [B, T', d]
     record(tap_names.PRE_ENCODE, x)
     drop = sp.drop_extra_pre_encoded if streaming else 0
     x, length = x[:, drop:], np.maximum(length - drop, 0)
