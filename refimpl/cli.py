@@ -233,9 +233,17 @@ def cmd_check_inputs(args) -> int:
 
 def cmd_golden(args) -> int:
     if args.golden_command == "record":
+        notices: list = []
         h = golden.record(
-            args.model, args.audio, args.output, att_context_size=args.att_context_size, threads=args.threads
+            args.model,
+            args.audio,
+            args.output,
+            att_context_size=args.att_context_size,
+            threads=args.threads,
+            notices=notices,
         )
+        for n in notices:
+            print(f"note: {n}", file=sys.stderr)
         print(
             f"wrote {args.output}: {h['n_chunks']} chunks, att_context_size {h['att_context_size']}, "
             f"decoders {h['decoders']}; text: {h['text']}"

@@ -12,10 +12,24 @@ import numpy as np
 FIXTURES = Path(__file__).parent / "fixtures"
 AUDIO = FIXTURES / "audio"
 
-# model -> look-aheads exported (one folder each) and clips with NeMo streaming goldens
+# model -> look-aheads exported (one folder each), clips with NeMo streaming goldens, the heads the model has, and
+# the look-aheads whose fox goldens carry layer taps (chunks 0-2). hybrid/variant: EncDecHybridRNNTCTCBPEModel;
+# ctc: EncDecCTCModelBPE (one graph with 'logprobs' per look-ahead, CTC head at 'decoder'); rnnt: EncDecRNNTBPEModel.
 MODELS = {
-    "hybrid": {"modes": [(70, 13), (70, 6), (70, 1), (70, 0)], "clips": ["hello", "fox", "north_wind"]},
-    "variant": {"modes": [(24, 3), (24, 0)], "clips": ["hello", "fox"]},
+    "hybrid": {
+        "modes": [(70, 13), (70, 6), (70, 1), (70, 0)],
+        "clips": ["hello", "fox", "north_wind"],
+        "heads": ("rnnt", "ctc"),
+        "tapped": [(70, 13), (70, 0)],
+    },
+    "variant": {
+        "modes": [(24, 3), (24, 0)],
+        "clips": ["hello", "fox"],
+        "heads": ("rnnt", "ctc"),
+        "tapped": [(24, 3), (24, 0)],
+    },
+    "ctc": {"modes": [(70, 13), (70, 0)], "clips": ["hello", "fox"], "heads": ("ctc",), "tapped": [(70, 0)]},
+    "rnnt": {"modes": [(24, 3), (24, 0)], "clips": ["hello", "fox"], "heads": ("rnnt",), "tapped": [(24, 3)]},
 }
 STREAMS = [(m, att, clip) for m, spec in MODELS.items() for att in spec["modes"] for clip in spec["clips"]]
 
@@ -106,11 +120,24 @@ def assert_close(actual, reference, name: str = "kernel"):
     assert cmp.ok, cmp
 
 
-def assert_crosscheck_ok(report, golden=None):
-    """No divergence, identical tokens on both engines, and NeMo's RNNT tokens when a golden is given."""
+def collapse_ctc(labels, blank: int) -> list:
+    """Greedy CTC tokens from per-frame labels: repeats collapsed, blanks dropped."""
+    out, prev = [], blank
+    for k in np.asarray(labels).tolist():
+        if k != blank and k != prev:
+            out.append(k)
+        prev = k
+    return out
+
+
+def assert_crosscheck_ok(report, golden=None, blank: int | None = None):
+    """No divergence, identical tokens on both engines, and NeMo's RNNT tokens when a golden is given (and NeMo's
+    CTC tokens when the exported graph has the CTC head and ``blank`` is given)."""
     assert report.first_divergence is None, report.first_divergence
     assert report.ok
     for d, toks in report.tokens["onnxruntime"].items():
         assert toks == report.tokens["refimpl"][d]
     if golden is not None and "rnnt" in report.tokens["onnxruntime"]:
         assert report.tokens["refimpl"]["rnnt"] == golden["rnnt/tokens"].tolist()
+    if golden is not None and blank is not None and "ctc" in report.tokens["onnxruntime"]:
+        assert report.tokens["refimpl"]["ctc"] == collapse_ctc(golden["ctc/frame_argmax"], blank)

@@ -18,7 +18,7 @@ from refimpl.tools.tolerances import compare
 from weights_tools import streaming_params
 
 CLIP = "fox"
-TAPPED = [(m, spec["modes"][i], chunk) for m, spec in MODELS.items() for i in (0, -1) for chunk in (0, 1, 2)]
+TAPPED = [(m, att, chunk) for m, spec in MODELS.items() for att in spec["tapped"] for chunk in (0, 1, 2)]
 
 
 def _ctx(model, att, chunk):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -11,9 +12,10 @@ import numpy as np
 
 from .config import ConfigError
 from .contract import io_contract, streaming_numbers
-from .errors import ModelLoadError
+from .errors import ModelLoadError, NoCacheSupportError
 from .nemo_load import load_nemo, read_nemo_config
 from .onnx_load import load_onnx, plan_onnx
+from .outputs import OutputError, atomic_write, output_path
 from .tree import flatten
 
 
@@ -21,9 +23,22 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ModelLoadError, ConfigError, OSError) as e:
+    except BrokenPipeError:  # `weights-tools inspect ... | head`: stdout closed early; end quietly like any Unix tool
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except (ModelLoadError, ConfigError, OutputError, OSError) as e:
         print(f"weights-tools: error: {e}", file=sys.stderr)
         return 2
+
+
+def stateless_warning(path, config) -> str | None:
+    """The warning for an encoder exported without cache support (None for a streaming one)."""
+    if config.encoder.has_cache_io:
+        return None
+    return (
+        f"{path} was exported WITHOUT cache support (its encoder takes only audio_signal and length): it cannot "
+        f"stream, every chunk would start from empty context. To fix, {NoCacheSupportError.HOW_TO_FIX}"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -37,7 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     ext = sub.add_parser("extract", help="write every parameter to an .npz keyed by its NeMo name")
     ext.add_argument("--model", required=True, help="export folder, .onnx file or .nemo")
     ext.add_argument("--nemo", help="the model's .nemo (cross-check only)")
-    ext.add_argument("-o", "--output", required=True, help="output .npz")
+    ext.add_argument("-o", "--output", required=True, help="output .npz (written exactly there, atomically)")
     ext.set_defaults(run=_extract)
     return ap
 
@@ -52,11 +67,13 @@ def _inspect(args) -> int:
     else:
         plan = plan_onnx(args.model, nemo=args.nemo)
         config, look, contract = plan.config, plan.lookahead.evidence, io_contract(args.model)
+    warning = stateless_warning(args.model, config)
     report = {
         "config": config.to_dict(),
         "streaming": streaming_numbers(config),
         "lookahead_evidence": look,
         "io_contract": contract,
+        "warnings": [warning] if warning else [],
     }
     if args.json:
         print(json.dumps(report, indent=2, default=str))
@@ -66,19 +83,20 @@ def _inspect(args) -> int:
 
 
 def _extract(args) -> int:
+    out = output_path(args.output, what="weights archive", example="weights.npz")  # refused before reading
     if _is_nemo(args.model):
         _, weights = load_nemo(args.model)
     else:
         _, weights = load_onnx(args.model, nemo=args.nemo)
     flat = flatten(weights)
-    np.savez(args.output, **flat)
-    print(f"wrote {args.output}: {len(flat)} arrays, {sum(a.nbytes for a in flat.values()) / 1e6:.1f} MB")
+    atomic_write(out, lambda f: np.savez(f, **flat), what="weights archive")  # exactly `out`: no .npz appended
+    print(f"wrote {out}: {len(flat)} arrays, {sum(a.nbytes for a in flat.values()) / 1e6:.1f} MB")
     return 0
 
 
 def _text(report: dict) -> str:
     cfg = report["config"]
-    lines = [f"source: {cfg['source']}"]
+    lines = [f"WARNING: {w}" for w in report["warnings"]] + [f"source: {cfg['source']}"]
     for section in ("encoder", "rnnt", "ctc", "preprocessor"):
         if cfg.get(section) is None:
             lines.append(f"{section}: none")

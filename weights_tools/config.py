@@ -173,15 +173,31 @@ class RNNTConfig:
         _check(self.max_symbols > 0, f"max_symbols must be positive, got {self.max_symbols}")
 
 
+# Where a model's CTC head (``ConvASRDecoder``) lives in its state_dict: ``ctc_decoder`` in a hybrid RNNT + CTC
+# model (``decoder`` is its RNNT prediction network there), ``decoder`` in a CTC-only model
+# (``EncDecCTCModelBPE``).
+CTC_MODULES = ("ctc_decoder", "decoder")
+
+
 @dataclass(frozen=True)
 class CTCConfig:
-    """``ConvASRDecoder`` (1x1 conv + log_softmax), greedy CTC."""
+    """``ConvASRDecoder`` (1x1 conv + log_softmax), greedy CTC. ``module``: the state_dict prefix of its weights
+    (``<module>.decoder_layers.0.weight``), named by the loader from the model, never guessed later."""
 
     vocab_size: int
+    module: str = "ctc_decoder"
 
     @property
     def blank_id(self) -> int:
         return self.vocab_size
+
+    def __post_init__(self):
+        _check(self.vocab_size > 0, f"invalid CTC vocabulary size {self.vocab_size}")
+        _check(
+            self.module in CTC_MODULES,
+            f"the CTC head's weights are under {self.module!r}, expected one of {CTC_MODULES} "
+            f"(ctc_decoder in hybrid models, decoder in CTC-only ones)",
+        )
 
 
 @dataclass(frozen=True)
@@ -210,6 +226,11 @@ class ModelConfig:
 
     def __post_init__(self):
         _check(self.rnnt is not None or self.ctc is not None, "the model has neither an RNNT nor a CTC head")
+        _check(
+            self.rnnt is None or self.ctc is None or self.ctc.module != "decoder",
+            "a model with an RNNT head keeps its prediction network under 'decoder': its CTC head must be "
+            "'ctc_decoder' (NeMo's hybrid models), not 'decoder'",
+        )
         if self.rnnt is not None and self.ctc is not None:
             _check(
                 self.rnnt.vocab_size == self.ctc.vocab_size,

@@ -1,5 +1,13 @@
 """Errors that name what was expected, what was found, and how to fix it."""
 
+import functools
+
+
+def one_line(e: BaseException) -> str:
+    """Another library's exception message on one line (YAML, NumPy and libsndfile messages span several), for
+    embedding in ours: every error the tools print is one line."""
+    return " ".join(str(e).split()) or type(e).__name__
+
 
 class ModelLoadError(ValueError):
     """A model file or folder that cannot be read as a NeMo export or checkpoint."""
@@ -30,3 +38,29 @@ class IncompatibleModelError(ModelLoadError):
 
 class UnsafeCheckpointError(ModelLoadError):
     """A checkpoint pickle that asks for something other than the tensor-rebuild globals."""
+
+
+def clean_errors(what: str):
+    """Decorator for the loaders' entry points (``fn(path, ...)``): a damaged file can make a graph walk or a
+    config parse fail anywhere, so any exception that is not already one of ours (or a ConfigError) becomes a
+    ModelLoadError naming the file, what it was read as, and the cause (chained, for debugging)."""
+    from .config import ConfigError  # config.py is imported by everything; errors.py by config's users
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(path, *args, **kwargs):
+            try:
+                return fn(path, *args, **kwargs)
+            except (ModelLoadError, ConfigError):
+                raise
+            except OSError as e:
+                raise ModelLoadError(f"{path}: cannot be read as {what}: {e.strerror or one_line(e)}") from e
+            except Exception as e:
+                raise CorruptFileError(
+                    f"{path} cannot be read as {what} ({type(e).__name__}: {one_line(e)}): it is corrupted or was "
+                    f"not written by NeMo; re-download it, or re-export/re-save it with NeMo"
+                ) from e
+
+        return wrapper
+
+    return decorate

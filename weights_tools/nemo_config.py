@@ -62,7 +62,7 @@ def parse_yaml(text: str, where: str) -> dict:
     try:
         cfg = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise ModelLoadError(f"{where}: model_config.yaml is not valid YAML: {e}") from None
+        raise ModelLoadError(f"{where}: model_config.yaml is not valid YAML: {' '.join(str(e).split())}") from None
     if not isinstance(cfg, dict):
         raise ModelLoadError(f"{where}: model_config.yaml holds a {type(cfg).__name__}, expected a mapping")
     return _resolve(cfg, cfg, where)
@@ -221,7 +221,10 @@ def _heads(cfg: dict, where: str):
         ctc_dec = dec
     if ctc_dec and "ConvASRDecoder" in str(ctc_dec.get("_target_", "")):
         n = ctc_dec.get("num_classes", -1)
-        ctc = CTCConfig(vocab_size=int(n) if n and n > 0 else len(ctc_dec.get("vocabulary") or []))
+        ctc = CTCConfig(
+            vocab_size=int(n) if n and n > 0 else len(ctc_dec.get("vocabulary") or []),
+            module="ctc_decoder" if rnnt is not None else "decoder",  # aux_ctc.decoder of a hybrid, else decoder
+        )
     if rnnt is None and ctc is None:
         raise ModelLoadError(
             f"{where}: neither an RNNT decoder nor a CTC decoder found in model_config.yaml "

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .config import ModelConfig
-from .errors import CorruptFileError, ModelLoadError
+from .errors import CorruptFileError, ModelLoadError, clean_errors, one_line
 from .nemo_config import model_config, parse_yaml
 from .schema import check_against, ctc_shapes, encoder_shapes, preprocessor_shapes, rnnt_shapes
 from .torch_pickle import load_state_dict
@@ -22,6 +22,7 @@ _CONFIG, _WEIGHTS = "model_config.yaml", "model_weights.ckpt"
 NOT_PARAMETERS = ("num_batches_tracked",)  # BatchNorm's training step counter (int64)
 
 
+@clean_errors("a NeMo .nemo checkpoint")
 def load_nemo(path) -> tuple[ModelConfig, dict]:
     """(config, nested dict of read-only float32 arrays keyed by NeMo's state_dict names). ``att_context_size``
     is the model's default (first) look-ahead, ``att_context_sizes`` all of them. BatchNorm running statistics
@@ -45,6 +46,7 @@ def load_nemo(path) -> tuple[ModelConfig, dict]:
     return config, unflatten(weights)
 
 
+@clean_errors("a NeMo .nemo checkpoint")
 def read_nemo_config(path) -> ModelConfig:
     """The config and tokenizer of a .nemo, without reading its weights."""
     path = Path(path)
@@ -60,8 +62,7 @@ def nemo_shapes(config: ModelConfig, weights: dict) -> dict:
         idx = [n.split(".")[2] for n in weights if n.startswith("joint.joint_net.") and n.endswith(".weight")]
         shapes.update(rnnt_shapes(config.rnnt, config.encoder.d_model, int(idx[0]) if len(idx) == 1 else 2))
     if config.ctc is not None:
-        prefix = "ctc_decoder" if config.rnnt is not None else "decoder"
-        shapes.update(ctc_shapes(config.ctc.vocab_size, config.encoder.d_model, prefix))
+        shapes.update(ctc_shapes(config.ctc.vocab_size, config.encoder.d_model, config.ctc.module))
     return shapes
 
 
@@ -80,7 +81,7 @@ def _open_tar(path: Path):
     except (tarfile.ReadError, EOFError, OSError) as e:
         if tar is not None:
             tar.close()
-        detail = str(e) or type(e).__name__
+        detail = one_line(e)
         truncated = isinstance(e, EOFError) or any(w in detail for w in ("unexpected end", "truncated"))
         raise CorruptFileError(
             f"{path} ({size} bytes) is {'a truncated' if truncated else 'not a readable'} .nemo archive "
@@ -116,7 +117,7 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path) -> b
         data = _member_file(tar, member).read()
     except (tarfile.ReadError, EOFError, OSError) as e:
         raise CorruptFileError(
-            f"{path}: cannot read {member.name} ({e}): the archive is truncated or corrupted; re-download it"
+            f"{path}: cannot read {member.name} ({one_line(e)}): the archive is truncated or corrupted; re-download it"
         ) from None
     if len(data) != member.size:
         raise CorruptFileError(
@@ -147,7 +148,15 @@ def _seekable(tar: tarfile.TarFile, member: tarfile.TarInfo, path: Path):
 
 
 def _read_config(tar: tarfile.TarFile, path: Path) -> ModelConfig:
-    cfg = parse_yaml(_read_member(tar, _member(tar, _CONFIG, path), path).decode("utf-8"), str(path))
+    raw = _read_member(tar, _member(tar, _CONFIG, path), path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorruptFileError(
+            f"{path}: {_CONFIG} is not UTF-8 text ({e.reason} at byte {e.start}): the archive is corrupted; "
+            f"re-download it"
+        ) from None
+    cfg = parse_yaml(text, str(path))
     tok = None
     model_path = str((cfg.get("tokenizer") or {}).get("model_path") or "")
     if model_path:

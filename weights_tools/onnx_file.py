@@ -17,7 +17,7 @@ import onnx
 from google.protobuf.message import DecodeError
 from onnx import numpy_helper
 
-from .errors import CorruptFileError
+from .errors import CorruptFileError, one_line
 
 # protobuf field numbers (onnx.proto)
 _MODEL_GRAPH = 7
@@ -99,20 +99,36 @@ def read_onnx(path) -> OnnxFile:
             model, inits = _read_model(f, size, path)
     except _Truncated as e:
         raise CorruptFileError(
-            f"{path} ({size} bytes) is truncated or corrupted: {e} (protobuf: unexpected end of data). "
+            f"{path} ({size} bytes) is truncated or corrupted: {one_line(e)} (protobuf: unexpected end of data). "
             f"Re-download it, or re-export it with NeMo's model.export()"
         ) from None
     except (_Malformed, DecodeError) as e:
         raise CorruptFileError(
-            f"{path} ({size} bytes, starting {_head(path)}) is not a readable ONNX model: {e}. Expected an ONNX "
-            f"protobuf as written by NeMo's model.export(); re-download or re-export it"
+            f"{path} ({size} bytes, starting {_head(path)}) is not a readable ONNX model: {one_line(e)}. Expected an "
+            f"ONNX protobuf as written by NeMo's model.export(); re-download or re-export it"
         ) from None
     if not model.HasField("graph") or not model.graph.node or model.ir_version == 0:
         raise CorruptFileError(
             f"{path} ({size} bytes, starting {_head(path)}) is not an ONNX model: no graph nodes / IR version "
             f"found. Expected an ONNX file written by NeMo's model.export(); re-download or re-export it"
         )
+    bad = _first_bad_name(model.graph, inits)
+    if bad is not None:
+        raise CorruptFileError(
+            f"{path} ({size} bytes) is corrupted: it holds a name that is not valid UTF-8 ({bad!r}); "
+            f"re-download it, or re-export it with NeMo's model.export()"
+        )
     return OnnxFile(path, model, inits)
+
+
+def _first_bad_name(g: onnx.GraphProto, inits: dict):
+    """A name the protobuf parser had to leave as bytes (invalid UTF-8: damaged bytes), else None."""
+    names = [n for n in inits]
+    for node in g.node:
+        names += [node.name, node.op_type, node.domain, *node.input, *node.output]
+        names += [a.name for a in node.attribute]
+    names += [v.name for v in (*g.input, *g.output)]
+    return next((n for n in names if not isinstance(n, str)), None)
 
 
 def _head(path: Path) -> str:
@@ -153,6 +169,14 @@ def _read_tensor(f, start: int, end: int, path: Path) -> TensorRef:
             header.append(_bytes(f, fstart, pend))
     proto = onnx.TensorProto.FromString(b"".join(header))
     dims = tuple(int(d) for d in proto.dims)
+    try:
+        onnx.helper.tensor_dtype_to_np_dtype(proto.data_type)
+    except (KeyError, ValueError):
+        raise _Malformed(
+            f"initializer {proto.name!r} has data type {proto.data_type}, which ONNX does not define"
+        ) from None
+    if any(d < 0 for d in dims):
+        raise _Malformed(f"initializer {proto.name!r} has negative dims {list(dims)}")
     if raw is not None:
         return TensorRef(proto.name, dims, proto.data_type, path, raw[0], raw[1], proto)
     if proto.data_location == onnx.TensorProto.EXTERNAL:

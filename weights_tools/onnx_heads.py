@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from .config import RNNTConfig
+from .config import CTC_MODULES, RNNTConfig
 from .errors import ModelLoadError, WeightNotFoundError
 from .onnx_encoder import linear_source, scope_matches
 from .onnx_graph import Graph
@@ -116,6 +116,11 @@ def read_ctc_head(g: Graph) -> tuple[int, dict, str] | None:
     if len(names) != 1:
         raise ModelLoadError(f"{g.name}: several CTC heads: {names}")
     prefix = names[0][: -len(".decoder_layers.0.weight")]
+    if prefix not in CTC_MODULES:
+        raise ModelLoadError(
+            f"{g.name}: the CTC head's weight is {names[0]!r}; NeMo's exports name it "
+            f"{' or '.join(m + '.decoder_layers.0.weight' for m in CTC_MODULES)} (hybrid, CTC-only model)"
+        )
     w = g.inits[names[0]]
     vocab = w.dims[0] - 1
     sources = {names[0]: Source(w)}

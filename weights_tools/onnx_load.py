@@ -15,7 +15,7 @@ import numpy as np
 import sentencepiece as spm
 
 from .config import CTCConfig, ModelConfig, PreprocessorConfig
-from .errors import IncompatibleModelError, ModelLoadError, NoCacheSupportError, WeightNotFoundError
+from .errors import IncompatibleModelError, ModelLoadError, NoCacheSupportError, WeightNotFoundError, clean_errors
 from .nemo_load import read_nemo_config
 from .onnx_encoder import pe_table_name, read_encoder
 from .onnx_export import Export, _name, find_export
@@ -37,6 +37,7 @@ class Plan:
     export: Export
 
 
+@clean_errors("NeMo's ONNX export")
 def load_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bool = False) -> tuple[ModelConfig, dict]:
     """(config, nested dict of read-only float32 arrays keyed by NeMo's state_dict names, NeMo's layouts).
 
@@ -54,6 +55,7 @@ def load_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bo
     return plan.config, unflatten(materialize(plan.sources))
 
 
+@clean_errors("NeMo's ONNX export")
 def plan_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bool = False) -> Plan:
     """Everything ``load_onnx`` does except reading the weights (fast: the tensors are not read)."""
     export = find_export(model_dir)
@@ -90,9 +92,9 @@ def plan_onnx(model_dir, *, att_context_sizes=None, nemo=None, require_cache: bo
             raise ModelLoadError(
                 f"{export.ctc}: its first output is 'logprobs' but no CTC head (*.decoder_layers.0.weight) was found"
             )
-        vocab, ctc_sources, _ = head
+        vocab, ctc_sources, module = head
         sources.update(ctc_sources)
-        ctc = CTCConfig(vocab_size=vocab)
+        ctc = CTCConfig(vocab_size=vocab, module=module)
     claimed += sources.values()
     for g in graphs:
         _check_leftovers(g, claimed)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import CTCConfig, ModelConfig, PreprocessorConfig
-from .errors import IncompatibleModelError, ModelLoadError, WeightNotFoundError
+from .errors import IncompatibleModelError, ModelLoadError, WeightNotFoundError, one_line
 from .onnx_encoder import read_encoder
 from .onnx_file import read_onnx
 from .onnx_graph import Graph
@@ -179,7 +179,7 @@ def read_sherpa_metadata(folder: PeerFolder) -> SherpaMeta:
     try:
         ints = {k: int(m[k]) for k in keys}
     except ValueError as e:
-        raise ModelLoadError(f"{folder.path}: sherpa-onnx metadata is not an integer: {e}") from None
+        raise ModelLoadError(f"{folder.path}: sherpa-onnx metadata is not an integer: {one_line(e)}") from None
     normalize = m.get("normalize_type", "")
     return SherpaMeta(
         window_size=ints["window_size"],
@@ -249,9 +249,9 @@ def _load_sherpa(folder: PeerFolder):
         head = read_ctc_head(g)
         if head is None:
             raise ModelLoadError(f"{g.name}: no CTC head (*.decoder_layers.0.weight) found")
-        vocab, ctc_sources, _ = head
+        vocab, ctc_sources, module = head
         sources.update(_dequantized_sources(g, ctc_sources, dequantized))
-        rnnt, ctc = None, CTCConfig(vocab_size=vocab)
+        rnnt, ctc = None, CTCConfig(vocab_size=vocab, module=module)
     else:
         g = _float_view(Graph(read_onnx(folder.files["encoder"])))
         enc_cfg, sources, _ = read_encoder(g)

@@ -12,11 +12,12 @@ import collections
 import io
 import pickle
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import CorruptFileError, UnsafeCheckpointError
+from .errors import CorruptFileError, UnsafeCheckpointError, one_line
 
 _STORAGE_DTYPES = {
     "FloatStorage": np.float32,
@@ -112,7 +113,7 @@ def load_state_dict(fileobj, where: str) -> dict:
     """name -> NumPy array from a torch zip checkpoint opened as a seekable binary file object."""
     try:
         zf = zipfile.ZipFile(fileobj)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError, NotImplementedError):
         raise CorruptFileError(
             f"{where} is not a torch zip checkpoint (torch.save since PyTorch 1.6): it is truncated, corrupted, or "
             f"in the legacy torch.save format, which is not supported. Re-download the model, or re-save it with "
@@ -127,8 +128,17 @@ def load_state_dict(fileobj, where: str) -> dict:
             )
         root = pkl[0][: -len("data.pkl")]
         byteorder = "little"
-        if root + "byteorder" in names:
-            byteorder = zf.read(root + "byteorder").decode().strip()
+        try:
+            if root + "byteorder" in names:
+                byteorder = zf.read(root + "byteorder").decode().strip()
+            pickled = zf.read(pkl[0])
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, UnicodeDecodeError, NotImplementedError) as e:
+            raise CorruptFileError(
+                f"{where}: the checkpoint zip is corrupted ({one_line(e)}); re-download the model, or re-save it with "
+                f"model.save_to"
+            ) from None
+        if byteorder not in ("little", "big"):
+            raise CorruptFileError(f"{where}: the checkpoint's byteorder is {byteorder!r}, expected little or big")
         storages: dict = {}
 
         def load_storage(type_name: str, key: str, numel: int):
@@ -137,11 +147,11 @@ def load_state_dict(fileobj, where: str) -> dict:
             return storages[key]
 
         try:
-            obj = _RestrictedUnpickler(zf.read(pkl[0]), load_storage, where).load()
-        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError) as e:
+            obj = _RestrictedUnpickler(pickled, load_storage, where).load()
+        except Exception as e:  # any failure to unpickle damaged bytes (UnpicklingError, KeyError, OverflowError, ...)
             if isinstance(e, (UnsafeCheckpointError, CorruptFileError)):
                 raise
-            raise CorruptFileError(f"{where}: the checkpoint pickle is corrupted ({e})") from None
+            raise CorruptFileError(f"{where}: the checkpoint pickle is corrupted ({one_line(e)})") from None
     if not isinstance(obj, dict):
         raise CorruptFileError(f"{where}: the checkpoint holds a {type(obj).__name__}, expected a state_dict")
     return dict(obj)
@@ -149,15 +159,25 @@ def load_state_dict(fileobj, where: str) -> dict:
 
 def _read_storage(zf: zipfile.ZipFile, name: str, type_name: str, numel: int, byteorder: str, where: str):
     dtype = np.dtype(np.uint16 if type_name == "BFloat16Storage" else _STORAGE_DTYPES[type_name])
+    try:
+        stored = zf.getinfo(name).file_size
+    except KeyError:
+        raise CorruptFileError(f"{where}: storage {name!r} is missing from the checkpoint zip") from None
+    if not 0 <= numel <= stored // dtype.itemsize:
+        raise CorruptFileError(
+            f"{where}: storage {name!r} claims {numel} x {type_name} but holds {stored} bytes: the checkpoint is "
+            f"corrupted; re-download it"
+        )
     arr = np.empty(numel, dtype.newbyteorder("<" if byteorder == "little" else ">"))
     try:
         with zf.open(name) as f:
             got = f.readinto(memoryview(arr).cast("B")) if arr.nbytes else 0
     except KeyError:
         raise CorruptFileError(f"{where}: storage {name!r} is missing from the checkpoint zip") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
         raise CorruptFileError(
-            f"{where}: storage {name!r} cannot be read ({e}): the file is truncated or corrupted; re-download it"
+            f"{where}: storage {name!r} cannot be read ({one_line(e)}): the file is truncated or corrupted; "
+            f"re-download it"
         ) from None
     if got != arr.nbytes:
         raise CorruptFileError(

@@ -31,7 +31,11 @@ import numpy as np
 from weights_tools.config import CONV_NORM_TYPES, conv_norm_error
 
 from ..model.nn import LAYER_NORM_EPS
+from .numba_cache import ensure_numba_cache
 
+# cache=True needs a writable cache folder; a read-only install gets a private one (and one notice), not an error.
+# Numba reads numba.config.CACHE_DIR when each function below is decorated, so this runs first.
+ensure_numba_cache()
 JIT = dict(nopython=True, cache=True)
 
 

@@ -1,40 +1,117 @@
 """Audio in: a file or an array becomes a float32 mono waveform at the model's sample rate, or a clear error.
 
 Nothing here resamples, downmixes or rescales behind the caller's back. A file at the wrong rate, with more
-than one channel, or an integer array is refused with a message that says what was expected, what was found,
-and how to fix it. The next stage on the signal path is ``refimpl.preprocessing.log_mel``.
+than one channel, headerless, unreadable or holding NaN/inf, or an integer array, is refused with a message that
+says what was expected, what was found, and how to fix it. What still runs but deserves a word (a truncated WAV,
+float samples far outside [-1, 1]) is reported as a one-line notice: appended to ``notices`` when the caller
+passes a list, else issued as an ``AudioWarning``. The next stage on the signal path is
+``refimpl.preprocessing.log_mel``.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+from weights_tools.errors import one_line
 
 SAMPLE_RATE = 16000  # Hz; every NeMo FastConformer streaming checkpoint so far (the model's config has the truth)
 CHANNELS = 1  # the preprocessor takes one waveform per stream
 DTYPE = np.float32  # NeMo's preprocessor casts its input to float32
 # soundfile (libsndfile) reads PCM16 as float32 by dividing by 2**15, so -32768 -> -1.0 and 32767 -> 1 - 2**-15.
 INT16_SCALE = 32768.0
+# Float samples whose peak exceeds this get a notice: float audio lies in [-1, 1]; a little over 1 happens after
+# resampling or mixing, 100 or 32767 is a scaling bug (PCM16 values cast to float without the /32768).
+PEAK_NOTICE = 1.5
+# Headerless PCM: no sample rate, channel count or encoding to check.
+RAW_SUFFIXES = (".raw", ".pcm", ".s16", ".s16le", ".u8", ".sln")
+NAME_MAX = 255  # bytes in one file name on Linux/macOS file systems (ENAMETOOLONG beyond)
+READ_BLOCK = 1 << 16  # samples per block read from a file (4 s at 16 kHz, 256 KB of float32)
 
 
 class AudioError(ValueError):
     """Audio that refimpl will not feed to the model as it is: the message says what to do about it."""
 
 
-def load_audio(path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+class AudioWarning(UserWarning):
+    """A notice about audio that refimpl still runs, issued when the caller passed no ``notices`` list."""
+
+
+def notice(message: str, notices: list | None) -> None:
+    """Hand a one-line notice to the caller: appended to ``notices``, else issued as an AudioWarning."""
+    if notices is not None:
+        notices.append(message)
+    else:
+        warnings.warn(message, AudioWarning, stacklevel=3)
+
+
+def load_audio(path, *, sample_rate: int = SAMPLE_RATE, notices: list | None = None) -> np.ndarray:
     """Read a mono audio file at ``sample_rate`` -> float32 [N] in [-1, 1).
 
     PCM files are scaled the way soundfile does with ``dtype='float32'`` (PCM16: /32768), which is how the
-    goldens were read. Anything else is an ``AudioError`` (``FileNotFoundError`` for a missing file).
+    goldens were read. Anything else is an ``AudioError`` (``FileNotFoundError`` for a missing file). A truncated
+    WAV (its header promises more samples than the file holds) runs on the samples present, and float samples
+    far outside [-1, 1] run as they are; each gives a one-line notice (see ``notice``).
     """
+    blocks = list(audio_blocks(path, sample_rate=sample_rate, notices=notices))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def audio_blocks(path, *, sample_rate: int = SAMPLE_RATE, block: int = READ_BLOCK, notices: list | None = None):
+    """``load_audio`` a block of ``block`` samples at a time (memory independent of the file's length): yields
+    float32 [n] blocks with the same checks. The header is checked before the first block; a non-finite sample
+    stops the reading where it is found; the notices (truncated WAV, loud samples) come after the last block."""
+    path = _checked_file(path, sample_rate)
+    what = f"audio file {str(path)!r}"
+    n, peak, whole = 0, 0.0, True
+    try:
+        with sf.SoundFile(str(path)) as f:
+            for b in f.blocks(blocksize=block, dtype="float32", always_2d=True):  # [n, 1]
+                _check_finite(b, what, offset=n)
+                peak = max(peak, float(np.max(np.abs(b)))) if b.size else peak
+                whole = whole and bool(np.array_equal(b, np.round(b)))
+                n += b.shape[0]
+                yield np.ascontiguousarray(b[:, 0])
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as e:
+        if isinstance(e, AudioError):
+            raise
+        raise AudioError(
+            f"{str(path)!r}: its samples could not be read ({one_line(e)}); the file is corrupted: re-create or "
+            f"convert it, e.g. `sox {_q(path)} -r {sample_rate} -c 1 out.wav`"
+        ) from None
+    if n == 0:
+        info = _read_info(path, sample_rate)
+        raise AudioError(
+            f"{str(path)!r} holds no samples (0 frames, {info.format} {info.subtype}); "
+            f"the model needs at least one sample of audio"
+        )
+    short = _wav_shortfall(path, n, sample_rate)
+    if short:
+        notice(short, notices)
+    _peak_notice(peak, whole, what, notices)
+
+
+def _checked_file(path, sample_rate: int) -> Path:
+    """The checks made before any sample is read: the path, the format, the rate and the channels."""
+    if os.fspath(path) == "-":
+        raise AudioError(
+            "reading audio from stdin is not supported: pass a file path (save the stream first, e.g. "
+            "`cat > in.wav`, or `sox -t raw -r 16000 -e signed-integer -b 16 -c 1 - in.wav` for raw PCM)"
+        )
     path = Path(os.fspath(path))
-    if not path.exists():
-        raise FileNotFoundError(f"audio file {str(path)!r} does not exist (working directory: {os.getcwd()})")
+    _check_path(path)
     if path.is_dir():
         raise AudioError(f"{str(path)!r} is a directory, not an audio file; pass the path of a .wav/.flac file")
+    if path.suffix.lower() in RAW_SUFFIXES:
+        raise AudioError(
+            f"{str(path)!r} is headerless raw audio ({path.suffix}): refimpl needs a header that states the sample "
+            f"rate, channels and encoding; add one, e.g. for {sample_rate} Hz mono 16-bit PCM: "
+            f"`sox -t raw -r {sample_rate} -e signed-integer -b 16 -c 1 {_q(path)} out.wav`"
+        )
     info = _read_info(path, sample_rate)
     if info.samplerate != sample_rate:
         raise AudioError(
@@ -47,24 +124,19 @@ def load_audio(path, *, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
             f"channel first, e.g. `sox {_q(path)} -c 1 out.wav` or `sox {_q(path)} out.wav remix 1` "
             f"(refimpl never averages channels silently)"
         )
-    x, _ = sf.read(path, dtype="float32", always_2d=True)  # [N, 1]
-    if x.shape[0] == 0:
-        raise AudioError(
-            f"{str(path)!r} holds no samples (0 frames, {info.format} {info.subtype}); "
-            f"the model needs at least one sample of audio"
-        )
-    return np.ascontiguousarray(x[:, 0])
+    return path
 
 
-def as_audio(x, *, dtype=DTYPE) -> np.ndarray:
+def as_audio(x, *, dtype=DTYPE, notices: list | None = None) -> np.ndarray:
     """Check an in-memory waveform and return it as C-contiguous ``dtype`` [N] (a copy only when needed).
 
     Accepts a 1-D float array (float16/32/64). Integers are refused rather than guessed at: for PCM16 use
-    ``x.astype(np.float32) / 32768``.
+    ``x.astype(np.float32) / 32768``. Samples far outside [-1, 1] run as they are, with a notice.
     """
     x = _check_samples(x, "audio array")
     if x.ndim != 1:
         raise AudioError(f"audio array has shape {x.shape}, expected 1-D [samples] (mono); {_shape_hint(x.shape)}")
+    _range_notice(x, "audio array", notices)
     return np.ascontiguousarray(x, dtype=dtype)
 
 
@@ -106,22 +178,118 @@ def _check_samples(x, what: str) -> np.ndarray:
         raise AudioError(f"{what} has dtype {x.dtype}, expected float32 (or float64) samples in [-1, 1]")
     if x.size == 0:
         raise AudioError(f"{what} is empty (shape {x.shape}); the model needs at least one sample of audio")
-    if not np.all(np.isfinite(x)):
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        raise AudioError(f"{what} has {bad} non-finite samples (NaN or inf) out of {x.size}; fix the source")
+    _check_finite(x, what)
     return x
+
+
+def _check_finite(x: np.ndarray, what: str, *, offset: int | None = None) -> None:
+    """``offset``: x is the block of a file that starts at this sample (None: x is the whole audio)."""
+    finite = np.isfinite(x)
+    if not finite.all():
+        bad = np.flatnonzero(~finite.reshape(-1))
+        counted = f"out of {x.size}" if offset is None else f"in samples {offset}..{offset + x.size - 1}"
+        offset = offset or 0
+        raise AudioError(
+            f"{what} has {bad.size} non-finite samples (NaN or inf) {counted}, the first at sample "
+            f"{offset + int(bad[0])}; the model cannot transcribe them: fix the source (refimpl never replaces "
+            f"them silently)"
+        )
+
+
+def _range_notice(x: np.ndarray, what: str, notices: list | None) -> None:
+    """A notice when float samples go far outside [-1, 1] (the model still runs on them as they are)."""
+    peak = float(np.max(np.abs(x)))
+    if peak > PEAK_NOTICE:
+        _peak_notice(peak, bool(np.array_equal(x, np.round(x))), what, notices)
+
+
+def _peak_notice(peak: float, whole_numbers: bool, what: str, notices: list | None) -> None:
+    if peak <= PEAK_NOTICE:
+        return
+    if peak <= INT16_SCALE and whole_numbers:
+        notice(
+            f"{what} peaks at {peak:g} and every sample is a whole number: it looks like PCM16 values cast to "
+            f"float without the /32768; float audio lies in [-1, 1], so the features are off by "
+            f"{2 * np.log(INT16_SCALE):.1f} in log-mel: divide by 32768 (x / 32768); running it as it is",
+            notices,
+        )
+        return
+    notice(
+        f"{what} peaks at {peak:g}, {peak:.0f}x the full scale of float audio ([-1, 1]), which shifts every "
+        f"log-mel feature by {2 * np.log(peak):.1f}: scale it into [-1, 1] (e.g. x / {peak:g}) or fix the gain "
+        f"at the source; running it as it is",
+        notices,
+    )
+
+
+def _check_path(path: Path) -> None:
+    """FileNotFoundError for a missing file, AudioError for a path no file system can hold or that cannot be
+    accessed (never a bare OSError)."""
+    long = [part for part in path.parts if len(os.fsencode(part)) > NAME_MAX]
+    if long:
+        name = long[0]
+        shown = name if len(name) <= 60 else f"{name[:40]}...{name[-15:]}"
+        raise AudioError(
+            f"audio path component {shown!r} is {len(os.fsencode(name))} bytes long; file systems allow at most "
+            f"{NAME_MAX} bytes per name, so no such file can exist: check the path, or rename the file to a "
+            f"shorter name"
+        )
+    try:
+        exists = path.exists()
+    except OSError as e:
+        raise AudioError(f"cannot access audio file {str(path)!r}: {e.strerror or e}") from None
+    if not exists:
+        raise FileNotFoundError(f"audio file {str(path)!r} does not exist (working directory: {os.getcwd()})")
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise AudioError(f"audio file {str(path)!r} is not readable (permission denied): check its permissions")
 
 
 def _read_info(path: Path, sample_rate: int):
     """soundfile's header info, or an AudioError naming the file and saying what can be read."""
     try:
         return sf.info(str(path))
-    except (sf.LibsndfileError, RuntimeError) as e:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError, OSError) as e:
         raise AudioError(
-            f"{str(path)!r} could not be read as audio ({e}); expected a {sample_rate} Hz mono file in a format "
-            f"libsndfile reads (WAV, FLAC, OGG, ...); convert it first, e.g. `sox {_q(path)} -r {sample_rate} "
-            f"-c 1 out.wav`"
+            f"{str(path)!r} could not be read as audio ({one_line(e)}); expected a {sample_rate} Hz mono file in a "
+            f"format libsndfile reads (WAV, FLAC, OGG, ...); convert it first, e.g. `sox {_q(path)} -r {sample_rate} "
+            f"-c 1 out.wav` (headerless PCM: `sox -t raw -r {sample_rate} -e signed-integer -b 16 -c 1 "
+            f"{_q(path)} out.wav`)"
         ) from None
+
+
+def _wav_shortfall(path: Path, present: int, sample_rate: int) -> str | None:
+    """The notice for a RIFF/WAVE file whose ``data`` chunk header promises more sample frames than the file
+    holds (``present`` is what libsndfile read), else None. A data size of 0 or 0xFFFFFFFF is a streaming
+    writer's "length unknown", not truncation."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos, block = 12, 0
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, n = f.read(4), int.from_bytes(f.read(4), "little")
+                if cid == b"fmt ":
+                    fmt = f.read(min(n, 16))
+                    block = int.from_bytes(fmt[12:14], "little") if len(fmt) >= 14 else 0
+                elif cid == b"data":
+                    if n in (0, 0xFFFFFFFF) or block <= 0:
+                        return None
+                    promised = n // block
+                    if promised <= present:
+                        return None
+                    return (
+                        f"audio file {str(path)!r} is truncated: its WAV header says {promised} samples "
+                        f"({promised / sample_rate:.2f} s) but the file holds {present} "
+                        f"({present / sample_rate:.2f} s); running on the {present} samples present (re-create or "
+                        f"re-download the file to get the rest)"
+                    )
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return None
+    return None
 
 
 def _shape_hint(shape: tuple) -> str:

@@ -232,7 +232,7 @@ class RefimplEngine:
     def ctc(self, outputs) -> np.ndarray:
         if self.config.ctc is None:
             raise ValueError(f"{self.config.source} has no CTC head")
-        return ctc_logprobs(outputs, self.weights["ctc_decoder"])
+        return ctc_logprobs(outputs, self.weights[self.config.ctc.module])
 
     def greedy_rnnt(self, enc, enc_len, state) -> tuple:
         if self._greedy is not None:  # the fast path's search: no LSTM step on blank frames

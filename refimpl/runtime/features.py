@@ -18,13 +18,15 @@ def featurizer_of(weights: dict | None) -> dict | None:
     return (weights or {}).get("preprocessor", {}).get("featurizer")
 
 
-def features(audio, config: ModelConfig, featurizer: dict | None = None, *, legacy: bool = False) -> tuple:
+def features(
+    audio, config: ModelConfig, featurizer: dict | None = None, *, legacy: bool = False, notices: list | None = None
+) -> tuple:
     """(log-mel [1, feat_in, F] float32, seconds of audio) of a file path or a 1-D float waveform.
     ``featurizer``: the checkpoint's filterbank and window (``featurizer_of(weights)``), else refimpl's own."""
     x = (
-        load_audio(audio, sample_rate=config.preprocessor.sample_rate)
+        load_audio(audio, sample_rate=config.preprocessor.sample_rate, notices=notices)
         if isinstance(audio, (str, Path))
-        else as_audio(audio)
+        else as_audio(audio, notices=notices)
     )
     feat = featurizer or {}
     mel, _ = log_mel(x, None, config.preprocessor, fb=feat.get("fb"), window=feat.get("window"), legacy=legacy)

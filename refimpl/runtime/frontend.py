@@ -19,7 +19,7 @@ import numpy as np
 
 from weights_tools import ConfigError, PreprocessorConfig
 
-from ..model.audio import as_audio
+from ..model.audio import as_audio, notice
 from ..model.preprocessing import (
     NO_NORMALIZATION,
     apply_filterbank,
@@ -36,7 +36,9 @@ class FeatureStream:
     """accept(samples) -> the log-mel frames [features, n] that became final; finish() -> the rest.
     ``featurizer``: the checkpoint's ``{"fb", "window"}`` when known (``features.featurizer_of``)."""
 
-    def __init__(self, cfg: PreprocessorConfig, featurizer: dict | None = None, *, dtype=np.float32):
+    def __init__(
+        self, cfg: PreprocessorConfig, featurizer: dict | None = None, *, dtype=np.float32, notices: list | None = None
+    ):
         check_supported(cfg, window_given=bool(featurizer and "window" in featurizer))
         if cfg.normalize not in NO_NORMALIZATION or cfg.pad_to:
             raise ConfigError(
@@ -54,6 +56,8 @@ class FeatureStream:
         self._buf = np.zeros(self.pad, self.dtype)  # pre-emphasised samples from index self._buf0 on
         self._buf0 = -self.pad  # sample index of _buf[0] (negative: the left zero padding)
         self.finished = False
+        self.notices = notices  # where the one notice about loud samples goes (None: an AudioWarning)
+        self._told = False
 
     def _preemphasise(self, x: np.ndarray) -> np.ndarray:
         if self.cfg.preemph is None:
@@ -82,14 +86,23 @@ class FeatureStream:
         self._buf, self._buf0 = self._buf[keep_from:], self._buf0 + keep_from
         return mel.astype(self.dtype, copy=False)
 
-    def accept(self, samples) -> np.ndarray:
-        """Append a block of float samples (any size, 0 included) -> the frames it completed [features, n]."""
+    def accept(self, samples, *, checked: bool = False) -> np.ndarray:
+        """Append a block of float samples (any size, 0 included) -> the frames it completed [features, n].
+        Each block is checked (``as_audio``) unless ``checked`` (a file's blocks, checked as they were read);
+        samples far outside [-1, 1] get one notice per stream, not one per block."""
         if self.finished:
             raise ValueError("the stream is finished: no more audio can be accepted")
         x = np.asarray(samples)
         if x.size == 0:
             return np.zeros((self.cfg.features, 0), self.dtype)
-        x = as_audio(x, dtype=self.dtype)
+        if checked:
+            x = np.ascontiguousarray(x, self.dtype)
+        else:
+            said: list = []
+            x = as_audio(x, dtype=self.dtype, notices=said)
+            if said and not self._told:
+                self._told = True
+                notice(said[0], self.notices)
         y = self._preemphasise(x)
         self._last = x[-1]
         self._buf = np.concatenate([self._buf, y])

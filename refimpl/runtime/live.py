@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..model.audio import load_audio
+from ..model.audio import audio_blocks
 from .chunking import Chunk
 from .engines import open_engine
 from .frontend import FeatureStream
@@ -111,8 +111,17 @@ class Model:
         decoder: str | None = None,
         order: str = "step",
         block_frames: int = BLOCK_FRAMES,
+        notices: list | None = None,
     ) -> Stream:
-        return Stream(self, self.engine_for(att_context_size), decoder=decoder, order=order, block_frames=block_frames)
+        """A live stream. ``notices``: where notices about its audio go (None: as AudioWarnings)."""
+        return Stream(
+            self,
+            self.engine_for(att_context_size),
+            decoder=decoder,
+            order=order,
+            block_frames=block_frames,
+            notices=notices,
+        )
 
     def transcribe(
         self,
@@ -132,9 +141,9 @@ class Model:
             ]
         eng = self.engine_for(att_context_size)
         order = order or eng.orders[-1]
-        s = self.stream(att_context_size=att_context_size, decoder=decoder, order=order)
-        for block in _blocks(audio, eng.config.preprocessor.sample_rate, notices):
-            s.accept_waveform(block)
+        s = self.stream(att_context_size=att_context_size, decoder=decoder, order=order, notices=notices)
+        for block, checked in _blocks(audio, eng.config.preprocessor.sample_rate, notices):
+            s._accept(block, run=True, checked=checked)
         s.input_finished()
         return s.result()
 
@@ -181,14 +190,12 @@ def _take_step(step, i: int):
 
 
 def _blocks(audio, sample_rate: int, notices):
-    """A file, or an array as one block. (TEMPORARY: the file is read whole; block-by-block reading lands with
-    the audio checks that go with it.)"""
+    """(block, checked): a file read block by block (checked as it is read), or an array as one block."""
     if not isinstance(audio, (str, Path)):
-        yield np.asarray(audio)
+        yield np.asarray(audio), False
         return
-    x = load_audio(audio, sample_rate=sample_rate)
-    for i in range(0, len(x), READ_BLOCK):
-        yield x[i : i + READ_BLOCK]
+    for block in audio_blocks(audio, sample_rate=sample_rate, block=READ_BLOCK, notices=notices):
+        yield block, True
 
 
 @dataclass
@@ -200,6 +207,7 @@ class Stream:
     decoder: str | None = None
     order: str = "step"
     block_frames: int = BLOCK_FRAMES
+    notices: list | None = None
     _mel: np.ndarray = field(init=False)
     _start: int = field(init=False, default=0)  # mel frame index of _mel[:, 0]
     _chunk: int = field(init=False, default=0)
@@ -215,7 +223,7 @@ class Stream:
                 f"engine (it has: {', '.join(heads)})"
             )
         cfg = self.engine.config
-        self.features = FeatureStream(cfg.preprocessor, self.engine.featurizer)
+        self.features = FeatureStream(cfg.preprocessor, self.engine.featurizer, notices=self.notices)
         self.loop = ChunkLoop(self.engine, 1, (self.decoder,), self.order, self.block_frames, "tokens")
         self._mel = np.zeros((cfg.encoder.feat_in, 0), np.float32)
         self.tokens_so_far = Tokens.empty((self.decoder,), 1)
@@ -225,11 +233,14 @@ class Stream:
     def accept_waveform(self, samples, *, run: bool = True) -> None:
         """Append float samples at the model's rate; run the chunks they complete (``run=False``: only buffer
         them, for ``Model.decode_streams``)."""
+        self._accept(samples, run=run, checked=False)
+
+    def _accept(self, samples, *, run: bool, checked: bool) -> None:
         if self._finished:
             raise ValueError("input_finished() was called: this stream takes no more audio")
         x = np.asarray(samples)
         self.samples += x.size
-        self._mel = np.concatenate([self._mel, self.features.accept(x)], axis=1)
+        self._mel = np.concatenate([self._mel, self.features.accept(x, checked=checked)], axis=1)
         if run:
             self._run()
 

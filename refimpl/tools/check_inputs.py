@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from weights_tools import find_export, plan_onnx, streaming_params
+from weights_tools.errors import one_line
 
 from .contract import stateless_message
 from .ort_errors import explain_ort_error
@@ -49,12 +50,32 @@ class CheckReport:
         }
 
 
+def _check_finite(name: str, a: np.ndarray, out: list) -> None:
+    """NaN/inf in a float input: onnxruntime runs on them without a word, and they spread to every output and,
+    through the caches, to every later chunk."""
+    if a.dtype.kind != "f" or a.size == 0:
+        return
+    finite = np.isfinite(a)
+    if not finite.all():
+        bad = np.argwhere(~finite)
+        out.append(
+            Problem(
+                name,
+                "error",
+                f"holds {len(bad)} non-finite value(s) (NaN or inf), the first at index {bad[0].tolist()}: "
+                f"onnxruntime runs on them silently and they spread to every output and, through the caches, to "
+                f"every later chunk; find where they come from (the features, or a cache fed back from a bad call)",
+            )
+        )
+
+
 def _check_audio(x, cfg, p, out):
     f, w = cfg.feat_in, p.window
     if x.ndim != 3:
         return out.append(Problem("audio_signal", "error", f"expected 3 axes [B, {f}, T], found shape {list(x.shape)}"))
     if x.dtype != np.float32:
         out.append(Problem("audio_signal", "error", f"expected float32, found {x.dtype}"))
+    _check_finite("audio_signal", x, out)
     if x.shape[1] != f:
         if x.shape[2] == f:
             return out.append(
@@ -131,6 +152,7 @@ def _check_cache(name, a, want, b, cfg, p, out, t_enc):
     axes = "[B, n_layers, cache, d_model]" if name == "cache_last_channel" else "[B, n_layers, d_model, conv_left]"
     if a.dtype != np.float32:
         out.append(Problem(name, "error", f"expected float32, found {a.dtype}"))
+    _check_finite(name, a, out)
     if a.ndim != 4:
         return out.append(Problem(name, "error", f"expected 4 axes {axes} = {want}, found {list(a.shape)}"))
     if a.shape[0] == cfg.n_layers and a.shape[1] == b and b != cfg.n_layers:
@@ -171,17 +193,49 @@ def _check_cache(name, a, want, b, cfg, p, out, t_enc):
         out.append(Problem(name, "error", msg))
 
 
+def _numeric_arrays(inputs: dict, names, out: list) -> dict:
+    """The inputs that are numeric arrays (as NumPy arrays); a Problem for each encoder input that is not one
+    (None, text, ragged lists, Python objects), which then takes no part in the other checks."""
+    arrays = {}
+    for n, v in inputs.items():
+        try:
+            a = np.asarray(v)
+            why = f"has dtype {a.dtype}" if a.dtype.kind not in "biufc" else ""
+        except (ValueError, TypeError) as e:  # ragged nested lists, objects numpy cannot make an array of
+            why = f"cannot be made an array ({one_line(e)})"
+        if not why:
+            arrays[n] = a
+        elif n in names:
+            out.append(
+                Problem(
+                    n,
+                    "error",
+                    f"is a {type(v).__name__} that {why}; pass a NumPy array "
+                    f"({'float32' if n in ('audio_signal', 'cache_last_channel', 'cache_last_time') else 'int64'})",
+                )
+            )
+    return arrays
+
+
 def check_encoder_inputs(inputs: dict, config, *, first_chunk: bool | None = None) -> list:
     """Problems with one encoder call's inputs (export layouts), for ``config``'s look-ahead."""
     cfg, p = config.encoder, streaming_params(config.encoder)
-    out = []
+    out: list = []
     names = ENCODER_INPUTS if cfg.has_cache_io else ENCODER_INPUTS[:2]
+    inputs = _numeric_arrays(inputs, names, out)
     for n in names:
-        if n not in inputs:
+        if n not in inputs and not any(pr.input == n for pr in out):
             out.append(Problem(n, "error", f"missing: one encoder call takes {', '.join(names)}"))
     for n in inputs:
         if n not in names:
-            out.append(Problem(n, "warning", f"not an input of this encoder (it takes {', '.join(names)}); ignored"))
+            hint = (
+                " (saved without names? use np.savez(path, audio_signal=..., length=..., ...))"
+                if n.startswith("arr_")
+                else ""
+            )
+            out.append(
+                Problem(n, "warning", f"not an input of this encoder (it takes {', '.join(names)}); ignored{hint}")
+            )
     x = inputs.get("audio_signal")
     if x is not None:
         _check_audio(np.asarray(x), cfg, p, out)
@@ -213,6 +267,18 @@ def _check_lengths(n, v, b, t, p, out, inputs, first_chunk):
         )
     if v.ndim != 1 or (b is not None and v.shape[0] != b):
         return out.append(Problem(n, "error", f"expected shape [B] = [{b}], found {list(v.shape)}"))
+    if v.dtype.kind not in "iu":
+        return None  # its values cannot be counts: the dtype problem above says what to pass
+    if (v < 0).any():
+        return out.append(
+            Problem(
+                n,
+                "error",
+                f"values {v.tolist()} are negative: {n} counts "
+                + ("valid mel frames of audio_signal" if n == "length" else "valid rows of cache_last_channel")
+                + " (0 or more)",
+            )
+        )
     if n == "length" and t is not None:
         if (v > t).any():
             out.append(
@@ -239,7 +305,13 @@ def _check_lengths(n, v, b, t, p, out, inputs, first_chunk):
         if first_chunk and (v != 0).any():
             out.append(Problem(n, "error", f"must be 0 at the first chunk (the cache is empty), found {v.tolist()}"))
         cache = inputs.get("cache_last_channel")
-        if cache is not None and np.asarray(cache).ndim == 4 and np.asarray(cache).shape[0] == len(v):
+        if (
+            cache is not None
+            and np.asarray(cache).ndim == 4
+            and np.asarray(cache).shape[0] == len(v)
+            and np.asarray(cache).dtype.kind == "f"
+            and np.asarray(cache).size > 0
+        ):
             filled = np.abs(np.asarray(cache)).reshape(len(v), -1).max(axis=1) > 0
             if ((v == 0) & filled).any():
                 out.append(
@@ -277,18 +349,46 @@ def check_inputs(model, inputs: dict, *, first_chunk: bool | None = None) -> Che
     return report
 
 
+NPZ_HOW_TO = (
+    "np.savez('inputs.npz', audio_signal=..., length=..., cache_last_channel=..., cache_last_time=..., "
+    "cache_last_channel_len=...)"
+)
+
+
+class InputsFileError(ValueError):
+    """An inputs file check-inputs cannot read: the message says what it expects and how to make one."""
+
+
 def load_inputs(path) -> dict:
+    """The arrays of an .npz of encoder inputs by name; InputsFileError (a ValueError) for anything else."""
     p = Path(path)
-    if not p.is_file():
+    try:
+        is_file = p.is_file()
+    except OSError as e:  # a name too long for the file system, ...
+        raise InputsFileError(f"inputs file {str(p)!r} cannot be opened: {e.strerror or e}") from None
+    if not is_file:
         raise FileNotFoundError(
             f"{p}: no such file (expected an .npz with the encoder inputs by name: {', '.join(ENCODER_INPUTS)})"
+        )
+    with open(p, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        raise InputsFileError(
+            f"{p} is a single .npy array; check-inputs needs an .npz holding every input of one encoder call by "
+            f"name ({', '.join(ENCODER_INPUTS)}): make one with {NPZ_HOW_TO}"
+        )
+    if magic[:4] != b"PK\x03\x04":
+        raise InputsFileError(
+            f"{p} is not an .npz (zip) file (it starts with {magic!r}); check-inputs needs the encoder inputs by "
+            f"name in an .npz: make one with {NPZ_HOW_TO}"
         )
     try:
         with np.load(p, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (ValueError, OSError) as e:
-        raise ValueError(
-            f"{p} is not a readable .npz of arrays ({e}); save with np.savez(path, audio_signal=..., length=..., ...)"
+    except Exception as e:  # zipfile.BadZipFile, zlib.error, ValueError (pickled objects), EOFError ...
+        raise InputsFileError(
+            f"{p} is not a readable .npz of arrays ({type(e).__name__}: {one_line(e)}); it may be truncated or hold "
+            f"Python objects: save plain arrays with {NPZ_HOW_TO}"
         ) from None
 
 

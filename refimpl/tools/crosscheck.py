@@ -206,7 +206,7 @@ def crosscheck(
         backend=backend,
         dtype=dtype,
     )
-    mel, _ = features(audio, cand.config, cand.featurizer)
+    mel, _ = features(audio, cand.config, cand.featurizer, notices=notices)
     if not ref.has_cache_io:
         if notices is not None:
             notices.append(
