@@ -187,6 +187,32 @@ def cmd_crosscheck(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_conform(args) -> int:
+    from weights_tools.outputs import atomic_write, output_path
+
+    from .tools import conform as conform_mod
+
+    if args.json:
+        output_path(args.json, what="--json", example="conform.json")  # refuse before the work, not after
+    report = conform_mod.conform(
+        args.audio,
+        args.model,
+        args.runtime,
+        features=args.features,
+        weights=args.weights,
+        head=args.head,
+        tail_padding_seconds=args.tail_padding,
+        impl=args.impl,
+        threads=args.threads,
+        use_package=not args.emulate,
+    )
+    print(conform_mod.format_report(report))
+    if args.json:
+        text = conform_mod.to_json(report).encode()
+        atomic_write(args.json, lambda f: f.write(text), what="--json")
+    return 0 if report.ok else 1
+
+
 def cmd_inspect(args) -> int:
     nemo = Path(args.model).suffix == ".nemo"
     config = read_nemo_config(args.model) if nemo else plan_onnx(args.model).config  # no weights read
@@ -303,6 +329,44 @@ def build_parser() -> argparse.ArgumentParser:
     _add_impl_args(p, default="plain")
     _add_order_arg(p, default="step")
     p.set_defaults(func=cmd_crosscheck)
+
+    p = sub.add_parser(
+        "conform",
+        help="does sherpa-onnx, onnx-asr or NeMo's export compute what NeMo computes on this audio? which stage "
+        "differs, by how much, what it costs",
+    )
+    p.add_argument("audio", help="16 kHz mono audio file")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="the runtime's model folder: sherpa-onnx's (encoder.onnx + decoder.onnx + joiner.onnx + tokens.txt, "
+        "or model.onnx for CTC; int8 too), onnx-asr's, or NeMo's own export",
+    )
+    p.add_argument(
+        "--runtime",
+        required=True,
+        choices=("sherpa-onnx", "onnx-asr", "nemo"),
+        help="the runtime to check; nemo = the folder's graphs driven exactly as NeMo streams (the control)",
+    )
+    p.add_argument(
+        "--features",
+        metavar="FEATS.npz",
+        help="your own front end's output for this audio ([T, 80] or [80, T]; a 'layout' entry 'TF'/'FT' names it):"
+        " diagnosed against NeMo's log-mel and run in place of the runtime's features",
+    )
+    p.add_argument("--weights", metavar="PATH", help="NeMo's side takes its weights from here (e.g. the .nemo)")
+    p.add_argument("--head", choices=("rnnt", "ctc"), help="which head (default: the folder's)")
+    p.add_argument(
+        "--tail-padding",
+        type=float,
+        metavar="SECONDS",
+        help="sherpa-onnx: seconds of silence appended before input_finished (default 0.66, as its examples do)",
+    )
+    p.add_argument("--emulate", action="store_true", help="use refimpl's emulation even when the package is installed")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", metavar="OUT", help="also write the report as JSON to OUT")
+    _add_impl_args(p, default="fast")
+    p.set_defaults(func=cmd_conform)
 
     p = sub.add_parser("inspect", help="the exact shapes of every input and output, and the arithmetic behind them")
     _add_model_args(p, engine=False)

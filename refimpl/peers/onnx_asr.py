@@ -82,8 +82,11 @@ def read_folder(path) -> OnnxAsrFolder:
 # --------------------------------------------------------------------------------------------------------------
 # 2. the nemo80 preprocessor
 # --------------------------------------------------------------------------------------------------------------
-def nemo80(waveforms: np.ndarray, lengths: np.ndarray, fb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def nemo80(
+    waveforms: np.ndarray, lengths: np.ndarray, fb: np.ndarray, *, normalize: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Zero-padded batch [B, N] float32, lengths [B] -> (features [B, M, 1 + N//160] float32, lengths N//160).
+    ``normalize=False`` stops before the per_feature normalisation onnx-asr always applies (to look at it apart).
 
     ``fb`` [M, 257]: the mel filterbank (``refimpl.model.preprocessing.mel_filterbank()`` is NeMo's; onnx-asr
     ships its own, which differs from NeMo's by at most 1.1e-8 in 499 of 20560 weights)."""
@@ -102,7 +105,9 @@ def nemo80(waveforms: np.ndarray, lengths: np.ndarray, fb: np.ndarray) -> tuple[
     mag = np.abs(np.fft.rfft(frames * window, N_FFT)).astype(np.float32)  # float64 spectrum, |.| to float32
     power = mag**2  # [B, T, 257]
     mel = np.log(power @ np.asarray(fb, np.float32).T + np.float32(LOG_GUARD))  # [B, T, M]
-    return per_feature(mel, lengths // HOP).transpose(0, 2, 1), lengths // HOP
+    if normalize:
+        mel = per_feature(mel, lengths // HOP)
+    return mel.transpose(0, 2, 1), lengths // HOP
 
 
 def per_feature(mel: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -115,14 +120,14 @@ def per_feature(mel: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(mask, (mel - mean) / (np.sqrt(var) + STD_GUARD), 0).astype(np.float32)
 
 
-def features(samples, fb=None) -> tuple[np.ndarray, np.ndarray]:
+def features(samples, fb=None, *, normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """One utterance [N] -> (features [1, 80, T], length [1]) as onnx-asr feeds its encoder."""
     if fb is None:
         from ..model.preprocessing import mel_filterbank
 
         fb = mel_filterbank()
     x = np.asarray(samples, np.float32).reshape(1, -1)
-    return nemo80(x, np.array([x.shape[1]], np.int64), fb)
+    return nemo80(x, np.array([x.shape[1]], np.int64), fb, normalize=normalize)
 
 
 # --------------------------------------------------------------------------------------------------------------
