@@ -111,3 +111,25 @@ def test_bench_options_are_checked_when_parsed(bad, words, capsys):
     with pytest.raises(SystemExit) as e:
         main(["bench", "--model", "m", "--audio", "a.wav", *bad])
     assert e.value.code == 2 and words in capsys.readouterr().err
+
+
+def test_batch_mode():
+    """--mode batch: N streams in one step against one stream, per engine, with the encoder apart."""
+    r = bench.run_bench(
+        folder("hybrid", (70, 0)),
+        AUDIO / "fox.wav",
+        seconds=4,
+        warmup=1,
+        modes=("batch",),
+        streams=3,
+        subprocesses=False,
+        floor=False,
+    )
+    m = r["modes"]["batch"]
+    assert set(r["modes"]) == {"batch"} and m["streams"] == 3 and m["ratio"] > 0
+    for e in m["engines"].values():
+        assert e["batch"]["n"] == e["one"]["n"] > 0
+        assert e["batch_over_one"] == pytest.approx(e["batch"]["median_ms"] / e["one"]["median_ms"])
+        assert e["batch"]["median_ms"] >= e["batch_encoder"]["median_ms"] > 0
+    text = bench.format_report(r)
+    assert "batch mode (3 streams" in text and "encoder alone: 3 streams / one" in text

@@ -134,3 +134,41 @@ def test_offline_call_matches_plain():
     assert got["outputs"].shape == ref.outputs.shape
     assert compare("outputs", got["outputs"], ref.outputs).ok
     assert "engine_state_next" not in got
+
+
+def test_fast_greedy_batch_is_each_stream_alone():
+    """FastGreedyRNNT steps B > 1 streams in lockstep: tokens, their frames and the state (pred_out included) are
+    each stream's alone, whatever the lengths (0 included) and whether pred_out is given or computed."""
+    from refimpl.model.rnnt import RNNTState
+
+    config, weights = nemo_model("hybrid")
+    fast = RefimplEngine(config, weights, att_context_size=(70, 13), impl="fast")
+    greedy = fast._greedy
+    rng = np.random.default_rng(3)
+    d, layers, hidden = config.encoder.d_model, config.rnnt.pred_rnn_layers, config.rnnt.pred_hidden
+    enc = rng.standard_normal((3, d, 14)).astype(np.float32) * 3
+    enc_len = np.array([14, 9, 0])
+    h = rng.standard_normal((layers, 3, hidden)).astype(np.float32) * 0.1
+    c = rng.standard_normal((layers, 3, hidden)).astype(np.float32) * 0.1
+    state = RNNTState(h, c, np.array([config.blank_id, 3, 7]))
+    for pred_given in (False, True):
+        if pred_given:  # the state after one call, pred_out included, as the next chunk gets it
+            _, _, state = greedy.greedy(enc, enc_len, state)
+        tokens, frames, out = greedy.greedy(enc, enc_len, state)
+        for b in range(3):
+            sb = RNNTState(
+                state.h[:, b : b + 1],
+                state.c[:, b : b + 1],
+                state.last_token[b : b + 1],
+                None
+                if state.pred_out is None
+                else {
+                    k: v[..., b : b + 1, :] if k != "joint_pred" else v[b : b + 1] for k, v in state.pred_out.items()
+                },
+            )
+            tb, fb, ob = greedy.greedy(enc[b : b + 1], enc_len[b : b + 1], sb)
+            assert tokens[b] == tb[0] and frames[b] == fb[0]
+            assert out.last_token[b] == ob.last_token[0]
+            assert_close(out.h[:, b : b + 1], ob.h, "lstm_state")
+            assert_close(out.pred_out["joint_pred"][b : b + 1], ob.pred_out["joint_pred"], "decoder_logits")
+        assert sum(map(len, tokens)) > 0  # the search emitted something to compare

@@ -51,6 +51,8 @@ class FastGreedyRNNT:
         }
         tokens: list = [[] for _ in range(b_n)]
         frames: list = [[] for _ in range(b_n)]
+        if b_n > 1:
+            return self._greedy_batch(enc_proj, enc_len, h, c, last, pred, tokens, frames)
         for b in range(b_n):
             hb, cb = h[:, b : b + 1], c[:, b : b + 1]
             if pred is not None:
@@ -71,3 +73,33 @@ class FastGreedyRNNT:
             h[:, b : b + 1], c[:, b : b + 1] = hb, cb
             pred_next["joint_pred"][b], pred_next["h"][:, b : b + 1], pred_next["c"][:, b : b + 1] = p, hn, cn
         return tokens, frames, RNNTState(h, c, last, pred_next)
+
+    def _greedy_batch(self, enc_proj, enc_len, h, c, last, pred, tokens, frames) -> tuple:
+        """The same search for B > 1 streams in lockstep: per frame and symbol, one joint product over the
+        streams still emitting, one LSTM step over those that emitted (the rule per stream is unchanged: a frame
+        ends on blank or after max_symbols tokens)."""
+        blank, max_symbols = self.cfg.blank_id, self.cfg.max_symbols
+        enc_len = np.asarray(enc_len)
+        if pred is not None:
+            p, hn, cn = np.array(pred["joint_pred"]), np.array(pred["h"]), np.array(pred["c"])
+        else:
+            g, hn, cn = prediction_step(last, h, c, self.decoder, cell=self.cell)
+            p = g @ self.w_pred + self.b_pred  # [B, J]
+        for t in range(enc_proj.shape[1]):
+            active = np.flatnonzero(t < enc_len)
+            for _ in range(max_symbols):
+                if not active.size:
+                    break
+                z = enc_proj[active, t] + p[active]
+                np.maximum(z, 0, out=z)
+                k = np.argmax(z @ self.w_out + self.b_out, axis=-1)
+                active, k = active[k != blank], k[k != blank]  # the streams that emit
+                for i, kk in zip(active.tolist(), k.tolist()):
+                    tokens[i].append(kk)
+                    frames[i].append(t)
+                if not active.size:
+                    break
+                h[:, active], c[:, active], last[active] = hn[:, active], cn[:, active], k
+                g, h2, c2 = prediction_step(k, h[:, active], c[:, active], self.decoder, cell=self.cell)
+                p[active], hn[:, active], cn[:, active] = g @ self.w_pred + self.b_pred, h2, c2
+        return tokens, frames, RNNTState(h, c, last, {"joint_pred": p, "h": hn, "c": cn})

@@ -1,4 +1,4 @@
-"""``refimpl bench``: onnxruntime and refimpl on the same audio in one run, in three modes, as ratios.
+"""``refimpl bench``: onnxruntime and refimpl on the same audio in one run, in four modes, as ratios.
 
 How each figure is measured (``modes`` has the details of each mode):
 
@@ -12,6 +12,9 @@ How each figure is measured (``modes`` has the details of each mode):
   every ``--interleave`` chunks, after ``--warmup`` untimed chunks each; median and p90 ms per chunk.
 - **live**: blocks of one chunk's worth of audio into a live stream; the time from a block's arrival to its
   tokens (compute only: the model's own look-ahead latency is the chunk plus R*s*hop), per block.
+- **batch** (on request): ``--streams`` streams stepped together as one batch against one stream, per chunk;
+  ``batch_over_one`` = the batch's median step / one stream's, per engine; ``ratio`` = refimpl/onnxruntime of the
+  batch step.
 - **ratios**: refimpl / onnxruntime of the medians, measured in the same run. The machine is noisy: compare
   ratios, not times across runs.
 - **load and peak RSS**: each engine in a fresh process (``fresh``): its load, then file mode over
@@ -38,7 +41,7 @@ from ...runtime.features import features
 from ...runtime.loop import BLOCK_FRAMES
 from ...runtime.streaming import available_decoders
 from .fresh import cold_jit_seconds, run_child
-from .modes import MODES, features_seconds, file_mode, live_mode, step_mode, summarize
+from .modes import DEFAULT_MODES, MODES, batch_mode, features_seconds, file_mode, live_mode, step_mode, summarize
 from .setup import bench_audio, bench_blocks, max_threads, open_engines, thread_limits, weight_streaming_floor
 
 __all__ = ["MODES", "add_bench_parser", "bench_audio", "bench_blocks", "format_report", "run_bench", "step_mode"]
@@ -54,7 +57,8 @@ def run_bench(
     backend: str | None = None,
     impl: str = "fast",
     decoder: str = "auto",
-    modes=MODES,
+    modes=DEFAULT_MODES,
+    streams: int = 8,
     warmup: int = 2,
     interleave: int = 1,
     repeats: int = 3,
@@ -123,6 +127,10 @@ def run_bench(
         if "live" in modes:
             raw = live_mode(engines, model, wave, decoders=decoders, warmup=warmup, progress=progress)
             result["modes"]["live"] = summarize("live", raw, audio_seconds, chunk_seconds)
+        if "batch" in modes:
+            mel, _ = features(wave, cfg)
+            raw = batch_mode(engines, mel, streams=streams, decoders=decoders, warmup=warmup, progress=progress)
+            result["modes"]["batch"] = summarize("batch", raw, audio_seconds, chunk_seconds)
         if floor and ref.impl == "fast" and "step" in modes:
             f = weight_streaming_floor(ref)
             result["floor"] = {
@@ -181,6 +189,34 @@ def format_report(r: dict) -> str:
         "live": ("latency", "live: block in -> tokens out"),
     }
     for mode, m in r["modes"].items():
+        if mode == "batch":
+            o, f = m["engines"]["onnxruntime"], m["engines"]["refimpl"]
+            lines.append(f"batch mode ({m['streams']} streams in one step against one stream):")
+            row("  one stream: step ms median", o["one"]["median_ms"], f["one"]["median_ms"])
+            row(f"  {m['streams']} streams: step ms median", o["batch"]["median_ms"], f["batch"]["median_ms"])
+            row(f"  {m['streams']} streams: step ms p90", o["batch"]["p90_ms"], f["batch"]["p90_ms"])
+            row(
+                f"  {m['streams']} streams / one stream",
+                o["batch_over_one"],
+                f["batch_over_one"],
+                ratio=False,
+                spec="12.2f",
+            )
+            n = m["streams"]
+            row("  encoder alone: one stream ms median", o["one_encoder"]["median_ms"], f["one_encoder"]["median_ms"])
+            row(
+                f"  encoder alone: {n} streams ms median",
+                o["batch_encoder"]["median_ms"],
+                f["batch_encoder"]["median_ms"],
+            )
+            row(
+                f"  encoder alone: {n} streams / one",
+                o["encoder_batch_over_one"],
+                f["encoder_batch_over_one"],
+                ratio=False,
+                spec="12.2f",
+            )
+            continue
         key, title = titles[mode]
         o, f = m["engines"]["onnxruntime"], m["engines"]["refimpl"]
         extra = f" (refimpl {f['order']} order, onnxruntime {o['order']})" if mode == "file" else ""
@@ -266,6 +302,7 @@ def cmd_bench(args) -> int:
             impl=args.impl,
             decoder=args.decoder,
             modes=args.mode,
+            streams=args.streams,
             warmup=args.warmup,
             interleave=args.interleave,
             repeats=args.repeats,
@@ -298,10 +335,11 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument(
         "--mode",
         type=_modes,
-        default=MODES,
-        metavar="file,step,live",
-        help="what to time (comma-separated; default all three)",
+        default=DEFAULT_MODES,
+        metavar="file,step,live,batch",
+        help="what to time (comma-separated; default file,step,live)",
     )
+    p.add_argument("--streams", type=_positive(int), default=8, help="batch mode: streams stepped together (default 8)")
     p.add_argument("--seconds", type=_positive(float), default=60.0, help="seconds of audio (default 60)")
     p.add_argument(
         "--threads",

@@ -5,7 +5,9 @@
 - ``step``: one chunk at a time, the step (encoder + decoding) and the encoder call inside it; the engines
   alternate every ``block`` chunks;
 - ``live``: audio arriving one chunk's worth at a time into a live stream (order step); the time from a block
-  arriving to its tokens being out, per block; the engines alternate per block.
+  arriving to its tokens being out, per block; the engines alternate per block;
+- ``batch``: ``streams`` streams (the audio rotated, so each hears other words at a time) stepped together as one
+  batch, against one stream, per chunk; the engines and the two alternate every chunk.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from ...runtime.live import Model
 from ...runtime.loop import BLOCK_FRAMES, iter_stream
 from .setup import Timed, summary
 
-MODES = ("file", "step", "live")
+MODES = ("file", "step", "live", "batch")
+DEFAULT_MODES = ("file", "step", "live")  # batch on request (--mode batch): it steps 1 + --streams streams
+BATCH_CHUNKS = 60  # timed chunks in batch mode (after the warm-up)
 FILE_BLOCK_SECONDS = 1.0  # how a file reaches the front end in file mode
 
 
@@ -135,6 +139,41 @@ def live_mode(engines: dict, path, wave: np.ndarray, *, decoders: tuple, warmup:
     return res
 
 
+def batch_mode(
+    engines: dict, mel: np.ndarray, *, streams: int = 8, decoders=("rnnt",), warmup: int = 2, progress=None
+) -> dict:
+    """mel [1, feat_in, F]: one stream, and ``streams`` streams (stream k the audio rotated by k/streams of its
+    length) in one batch -> {name: {"one": [s per chunk], "batch": [s per chunk]}} over ``BATCH_CHUNKS`` chunks."""
+    names = list(engines)
+    n = mel.shape[2]
+    batch = np.stack([np.roll(mel[0], -k * (n // streams), axis=1) for k in range(streams)])  # [B, feat_in, F]
+    n_chunks = len(chunk_schedule([n], engines[names[0]].streaming))
+    timed_chunks = min(BATCH_CHUNKS, n_chunks - warmup)
+    if timed_chunks < 1:
+        raise ValueError(f"{n_chunks} chunks of audio leave none to time after {warmup} warm-up chunks")
+    timed = {name: Timed(e) for name, e in engines.items()}
+    its = {
+        (name, kind): iter_stream(timed[name], m, decoders=decoders)
+        for name in names
+        for kind, m in (("one", mel), ("batch", batch))
+    }
+    res: dict = {name: {"one": [], "batch": [], "one_encoder": [], "batch_encoder": []} for name in names}
+    for k in range(warmup + timed_chunks):
+        for name in names if k % 2 == 0 else names[::-1]:
+            for kind in ("one", "batch") if k % 2 == 0 else ("batch", "one"):
+                timed[name].encoder_seconds = 0.0
+                t0 = time.perf_counter()
+                next(its[name, kind])
+                dt = time.perf_counter() - t0
+                if k >= warmup:
+                    res[name][kind].append(dt)
+                    res[name][kind + "_encoder"].append(timed[name].encoder_seconds)
+        if k >= warmup and progress is not None:
+            progress(1)
+    res["streams"] = streams
+    return res
+
+
 def ratios(o: dict, r: dict, key: str = "median_ms") -> float | None:
     return None if not o.get(key) else r[key] / o[key]
 
@@ -163,6 +202,27 @@ def summarize(mode: str, raw: dict, audio_seconds: float, chunk_seconds: float) 
             for n, v in raw.items()
         }
         key_total, key_enc = "step", "encoder"
+    elif mode == "batch":
+        streams = raw["streams"]
+        per = {}
+        for n, v in raw.items():
+            if n == "streams":
+                continue
+            one, batch = summary(v["one"], chunk_seconds), summary(v["batch"], chunk_seconds * streams)
+            one_e, batch_e = summary(v["one_encoder"], chunk_seconds), summary(v["batch_encoder"], chunk_seconds)
+            per[n] = {
+                "one": one,
+                "batch": batch,
+                "batch_over_one": batch["median_ms"] / one["median_ms"],
+                "one_encoder": one_e,
+                "batch_encoder": batch_e,
+                "encoder_batch_over_one": batch_e["median_ms"] / one_e["median_ms"],
+            }
+        out: dict = {"engines": per, "streams": streams}
+        if "onnxruntime" in per and "refimpl" in per:
+            out["ratio"] = ratios(per["onnxruntime"]["batch"], per["refimpl"]["batch"])
+            out["p90_ratio"] = ratios(per["onnxruntime"]["batch"], per["refimpl"]["batch"], "p90_ms")
+        return out
     else:
         per = {
             n: {
