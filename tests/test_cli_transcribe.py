@@ -36,7 +36,10 @@ def test_transcribe_json_on_both_engines(capsys):
             "dropped_tail_frames",
             "audio_seconds",
             "seconds",
+            "audio_filepath",
+            "notes",
         }
+        assert d["audio_filepath"] == str(AUDIO / "fox.wav") and d["notes"] == []
         assert d["engine"] == engine and d["decoder"] == "rnnt" and d["att_context_size"] == [70, 13]
         assert d["chunks"] == int(golden["n_chunks"])
         assert abs(d["audio_seconds"] - 55016 / 16000) < 1e-9

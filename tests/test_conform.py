@@ -279,27 +279,21 @@ def test_features_layout_entry_decides(tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 def test_cli_exit_codes_and_json(tmp_path, capsys):
     out = tmp_path / "c.json"
-    rc = cli.main(
-        [
-            "conform",
-            str(HELLO),
-            "--model",
-            str(PEERS / "sherpa-att-70-13"),
-            "--runtime",
-            "sherpa-onnx",
-            "--json",
-            str(out),
-        ]
-    )
+    argv = ["conform", str(HELLO), "--model", str(PEERS / "sherpa-att-70-13"), "--runtime", "sherpa-onnx"]
+    assert cli.main(argv + ["--json"]) == 1  # the JSON report on stdout instead of the text
+    printed = json.loads(capsys.readouterr().out)
+    rc = cli.main(argv + ["--report", str(out)])  # the text report, and the JSON one written to FILE
     assert rc == 1
     d = json.loads(out.read_text())
+    assert d == printed
     assert {"runtime", "ok", "engine", "deviations", "text", "tokens"} <= set(d)
     assert d["runtime"] == "sherpa-onnx" and d["ok"] is False and d["engine"] == "package"
     assert set(d["text"]) == {"nemo", "runtime"} and set(d["tokens"]) == {"nemo", "runtime"}
     for dev in d["deviations"]:
         assert {"stage", "what", "measure", "fix", "effect"} <= set(dev)
         assert set(dev["effect"]) >= {"tokens_changed", "words_changed"}
-    assert "first_chunk" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "first_chunk" in captured.out and captured.err.splitlines()[-1] == f"wrote {out}"
     assert cli.main(["conform", str(HELLO), "--model", str(folder("hybrid", (70, 13))), "--runtime", "nemo"]) == 0
 
 
@@ -314,7 +308,7 @@ def test_cli_bad_input_is_a_message_not_a_traceback(tmp_path, capsys):
             str(folder("hybrid", (70, 13))),
             "--runtime",
             "nemo",
-            "--json",
+            "--report",
             str(tmp_path),
         ]
     )

@@ -24,13 +24,16 @@ FOX = str(AUDIO / "fox.wav")
 
 # --- crosscheck ---------------------------------------------------------------------------------------------
 def test_crosscheck_cli_passes_and_writes_the_json_contract(tmp_path, capsys):
+    """--report FILE writes the JSON report besides the text one (saying so on stderr); --json prints it instead."""
     out = tmp_path / "report.json"
-    assert (
-        main(["crosscheck", FOX, "--model", str(HYBRID / "att-70-1"), "--layers", "--json", str(out), "--quiet"]) == 0
-    )
-    text = capsys.readouterr().out
-    assert "first divergence: none" in text and "result: OK" in text
+    argv = ["crosscheck", FOX, "--model", str(HYBRID / "att-70-1"), "--layers", "--quiet"]
+    assert main(argv + ["--report", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "first divergence: none" in captured.out and "result: OK" in captured.out
+    assert captured.err.splitlines()[-1] == f"wrote {out}"
     d = json.loads(out.read_text())
+    assert main(argv + ["--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == d
     assert d["ok"] is True and d["first_divergence"] is None
     assert set(d["tokens"]) == {"refimpl", "onnxruntime"} and d["tokens"]["refimpl"] == d["tokens"]["onnxruntime"]
     ch = d["chunks"][0]
@@ -75,7 +78,7 @@ def test_crosscheck_names_chunk_and_layer_of_a_perturbed_weight(tmp_path, capsys
         str(dst),
         "--weights",
         str(HYBRID / "model.nemo"),
-        "--json",
+        "--report",
         str(out),
         "--quiet",
     ] + (["--layers"] if layers else [])
@@ -289,6 +292,21 @@ def test_golden_round_trip_on_both_engines(golden_file, engine, capsys):
     assert main(["golden", "verify", str(golden_file), "--model", str(HYBRID / "att-70-6"), "--engine", engine]) == 0
     out = capsys.readouterr().out
     assert "result: OK" in out and "identical" in out
+
+
+def test_golden_verify_json_and_report(golden_file, tmp_path, capsys):
+    """--json prints the report as JSON instead of the text; --report FILE also writes it, its path checked first."""
+    argv = ["golden", "verify", str(golden_file), "--model", str(HYBRID / "att-70-6")]
+    assert main(argv + ["--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["ok"] is True and d["first_divergence"] is None
+    out = tmp_path / "verify.json"
+    assert main(argv + ["--report", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "result: OK" in captured.out and captured.err.splitlines()[-1] == f"wrote {out}"
+    assert json.loads(out.read_text())["ok"] is True
+    assert main(argv + ["--report", str(tmp_path / "no" / "verify.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_golden_verify_with_weights_from_the_nemo(golden_file):

@@ -1,4 +1,9 @@
-"""``weights-tools``: inspect a NeMo export or checkpoint, or extract its weights to .npz. Thin over the API."""
+"""``weights-tools``: inspect a NeMo export or checkpoint, or extract its weights to .npz. Thin over the API.
+
+Exit codes (as ``refimpl``'s): 0 success; 2 bad input (one line on stderr: what was expected, what was found, the
+fix; argparse's usage errors too); 3 internal error (one line ``weights-tools: internal error: <Type>: <message>``;
+``--debug``, before or after the command, prints the traceback above it); 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
@@ -6,29 +11,60 @@ import argparse
 import json
 import os
 import sys
+import traceback
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
 from .config import ConfigError
 from .contract import io_contract, streaming_numbers
-from .errors import ModelLoadError, NoCacheSupportError
+from .errors import ModelLoadError, NoCacheSupportError, one_line
 from .nemo_load import load_nemo, read_nemo_config
 from .onnx_load import load_onnx, plan_onnx
 from .outputs import OutputError, atomic_write, output_path
 from .tree import flatten
 
+EXIT_CODES = """exit codes:
+  0    success
+  2    bad input: one line on stderr says what was expected, what was found and the fix
+  3    internal error: one line naming it (--debug prints the traceback)
+  130  interrupted (Ctrl-C)"""
+DISTRIBUTION = "refimpl"  # weights_tools ships in refimpl's distribution
+
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    debug = args.debug
     try:
         return args.run(args)
     except BrokenPipeError:  # `weights-tools inspect ... | head`: stdout closed early; end quietly like any Unix tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print("weights-tools: interrupted", file=sys.stderr)
+        return 130
     except (ModelLoadError, ConfigError, OutputError, OSError) as e:
+        if debug:
+            traceback.print_exc()
         print(f"weights-tools: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        hint = "" if debug else " (rerun with --debug for the traceback)"
+        print(f"weights-tools: internal error: {type(e).__name__}: {one_line(e)}{hint}", file=sys.stderr)
+        return 3
+
+
+def version() -> str:
+    """The installed distribution's version, else the package's ``__version__`` (a source tree on PYTHONPATH)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return getattr(sys.modules[__package__], "__version__", "unknown")
 
 
 def stateless_warning(path, config) -> str | None:
@@ -41,15 +77,34 @@ def stateless_warning(path, config) -> str | None:
     )
 
 
+def _add_debug_arg(p, *, top=False):
+    """``--debug`` before or after the command (the sub-parsers' SUPPRESS default keeps the top-level value)."""
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        default=False if top else argparse.SUPPRESS,
+        help="on an error, print the traceback above its one line",
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="weights-tools", description=__doc__)
-    sub = ap.add_subparsers(required=True, metavar="command")
+    ap = argparse.ArgumentParser(
+        prog="weights-tools",
+        description=__doc__.split("\n\n")[0],
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--version", action="version", version=f"%(prog)s {version()}")
+    _add_debug_arg(ap, top=True)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="command")
     ins = sub.add_parser("inspect", help="print the config, the streaming numbers and the I/O contract")
+    _add_debug_arg(ins)
     ins.add_argument("--model", required=True, help="export folder, .onnx file or .nemo")
     ins.add_argument("--nemo", help="the model's .nemo (look-ahead list, preprocessor, cross-check)")
     ins.add_argument("--json", action="store_true", help="print JSON")
     ins.set_defaults(run=_inspect)
     ext = sub.add_parser("extract", help="write every parameter to an .npz keyed by its NeMo name")
+    _add_debug_arg(ext)
     ext.add_argument("--model", required=True, help="export folder, .onnx file or .nemo")
     ext.add_argument("--nemo", help="the model's .nemo (cross-check only)")
     ext.add_argument("-o", "--output", required=True, help="output .npz (written exactly there, atomically)")

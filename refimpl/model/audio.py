@@ -6,6 +6,11 @@ says what was expected, what was found, and how to fix it. What still runs but d
 float samples far outside [-1, 1]) is reported as a one-line notice: appended to ``notices`` when the caller
 passes a list, else issued as an ``AudioWarning``. The next stage on the signal path is
 ``refimpl.preprocessing.log_mel``.
+
+Only when asked: ``resample=True`` resamples a file at another rate to the model's with soxr (VHQ, block by block
+as the file is read: ``soxr.ResampleStream`` gives the samples of a whole-file ``soxr.resample``), and
+``channel=N`` takes channel N (0-based) of a multichannel file, ``channel="mean"`` the average of its channels;
+each says so in one notice.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import soxr
 
 from weights_tools.errors import one_line
 
@@ -31,6 +37,8 @@ PEAK_NOTICE = 1.5
 RAW_SUFFIXES = (".raw", ".pcm", ".s16", ".s16le", ".u8", ".sln")
 NAME_MAX = 255  # bytes in one file name on Linux/macOS file systems (ENAMETOOLONG beyond)
 READ_BLOCK = 1 << 16  # samples per block read from a file (4 s at 16 kHz, 256 KB of float32)
+RESAMPLE_QUALITY = "VHQ"  # soxr's very high quality recipe (28-bit precision)
+MEAN = "mean"  # channel="mean": the average of every channel
 
 
 class AudioError(ValueError):
@@ -49,33 +57,67 @@ def notice(message: str, notices: list | None) -> None:
         warnings.warn(message, AudioWarning, stacklevel=3)
 
 
-def load_audio(path, *, sample_rate: int = SAMPLE_RATE, notices: list | None = None) -> np.ndarray:
+def load_audio(
+    path,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    notices: list | None = None,
+    resample: bool = False,
+    channel: int | str | None = None,
+) -> np.ndarray:
     """Read a mono audio file at ``sample_rate`` -> float32 [N] in [-1, 1).
 
     PCM files are scaled the way soundfile does with ``dtype='float32'`` (PCM16: /32768), which is how the
     goldens were read. Anything else is an ``AudioError`` (``FileNotFoundError`` for a missing file). A truncated
     WAV (its header promises more samples than the file holds) runs on the samples present, and float samples
-    far outside [-1, 1] run as they are; each gives a one-line notice (see ``notice``).
+    far outside [-1, 1] run as they are; each gives a one-line notice (see ``notice``). ``resample``: a file at
+    another rate is resampled to ``sample_rate`` (soxr VHQ) instead of refused; ``channel``: N (0-based) or
+    "mean" makes a multichannel file mono instead of refused. Each gives one notice.
     """
-    blocks = list(audio_blocks(path, sample_rate=sample_rate, notices=notices))
+    blocks = list(audio_blocks(path, sample_rate=sample_rate, notices=notices, resample=resample, channel=channel))
+    if not blocks:
+        return np.zeros(0, DTYPE)
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 
-def audio_blocks(path, *, sample_rate: int = SAMPLE_RATE, block: int = READ_BLOCK, notices: list | None = None):
-    """``load_audio`` a block of ``block`` samples at a time (memory independent of the file's length): yields
-    float32 [n] blocks with the same checks. The header is checked before the first block; a non-finite sample
-    stops the reading where it is found; the notices (truncated WAV, loud samples) come after the last block."""
-    path = _checked_file(path, sample_rate)
+def audio_blocks(
+    path,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    block: int = READ_BLOCK,
+    notices: list | None = None,
+    resample: bool = False,
+    channel: int | str | None = None,
+):
+    """``load_audio`` a block of ``block`` samples of the file at a time (memory independent of the file's
+    length): yields float32 [n] blocks with the same checks. The header is checked before the first block (the
+    resample and channel notices come then); a non-finite sample stops the reading where it is found; the notices
+    about the samples (truncated WAV, loud samples) come after the last block."""
+    path, info = _checked_file(path, sample_rate, resample=resample, channel=channel)
     what = f"audio file {str(path)!r}"
+    resampler = None
+    if info.channels > 1:
+        notice(_channel_notice(path, info.channels, channel), notices)
+    if info.samplerate != sample_rate:
+        resampler = soxr.ResampleStream(info.samplerate, sample_rate, 1, dtype="float32", quality=RESAMPLE_QUALITY)
+        notice(f"{str(path)!r}: resampled {info.samplerate} Hz -> {sample_rate} Hz (soxr {RESAMPLE_QUALITY})", notices)
     n, peak, whole = 0, 0.0, True
     try:
         with sf.SoundFile(str(path)) as f:
-            for b in f.blocks(blocksize=block, dtype="float32", always_2d=True):  # [n, 1]
-                _check_finite(b, what, offset=n)
-                peak = max(peak, float(np.max(np.abs(b)))) if b.size else peak
-                whole = whole and bool(np.array_equal(b, np.round(b)))
-                n += b.shape[0]
-                yield np.ascontiguousarray(b[:, 0])
+            for b in f.blocks(blocksize=block, dtype="float32", always_2d=True):  # [n, channels]
+                x = pick_channel(b, channel)  # the samples the model gets are the ones checked
+                _check_finite(x, what, offset=n)
+                peak = max(peak, float(np.max(np.abs(x)))) if x.size else peak
+                whole = whole and bool(np.array_equal(x, np.round(x)))
+                n += x.shape[0]
+                if resampler is not None:
+                    x = resampler.resample_chunk(x)
+                if x.size:
+                    yield x
+            if resampler is not None:
+                tail = resampler.resample_chunk(np.zeros(0, DTYPE), last=True)  # the filter's delay, flushed
+                if tail.size:
+                    yield np.ascontiguousarray(tail, DTYPE)
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError, OSError) as e:
         if isinstance(e, AudioError):
             raise
@@ -89,14 +131,28 @@ def audio_blocks(path, *, sample_rate: int = SAMPLE_RATE, block: int = READ_BLOC
             f"{str(path)!r} holds no samples (0 frames, {info.format} {info.subtype}); "
             f"the model needs at least one sample of audio"
         )
-    short = _wav_shortfall(path, n, sample_rate)
+    short = _wav_shortfall(path, n, info.samplerate)
     if short:
         notice(short, notices)
     _peak_notice(peak, whole, what, notices)
 
 
-def _checked_file(path, sample_rate: int) -> Path:
-    """The checks made before any sample is read: the path, the format, the rate and the channels."""
+def pick_channel(b: np.ndarray, channel: int | str | None) -> np.ndarray:
+    """One channel of a block [n, channels] -> float32 [n]: channel ``channel`` (None: the only one), or the
+    average of them all (``"mean"``)."""
+    x = b.mean(axis=1) if channel == MEAN else b[:, 0 if channel is None else int(channel)]
+    return np.ascontiguousarray(x, DTYPE)
+
+
+def check_audio_file(path, *, sample_rate: int = SAMPLE_RATE, resample: bool = False, channel=None):
+    """The checks ``load_audio`` makes before it reads any sample (path, format, rate, channels), alone: to
+    refuse a bad file among many before any is transcribed. -> soundfile's header info."""
+    return _checked_file(path, sample_rate, resample=resample, channel=channel)[1]
+
+
+def _checked_file(path, sample_rate: int, *, resample: bool = False, channel=None) -> tuple:
+    """(path, header info) after the checks made before any sample is read: the path, the format, the rate and
+    the channels."""
     if os.fspath(path) == "-":
         raise AudioError(
             "reading audio from stdin is not supported: pass a file path (save the stream first, e.g. "
@@ -113,18 +169,32 @@ def _checked_file(path, sample_rate: int) -> Path:
             f"`sox -t raw -r {sample_rate} -e signed-integer -b 16 -c 1 {_q(path)} out.wav`"
         )
     info = _read_info(path, sample_rate)
-    if info.samplerate != sample_rate:
+    if info.samplerate != sample_rate and not resample:
         raise AudioError(
             f"{str(path)!r}: found {info.samplerate} Hz, the model expects {sample_rate} Hz; resample first, "
-            f"e.g. `sox {_q(path)} -r {sample_rate} out.wav` (refimpl never resamples silently)"
+            f"e.g. `sox {_q(path)} -r {sample_rate} out.wav`, or ask refimpl to (--resample; resample=True in "
+            f"Python) (refimpl never resamples silently)"
         )
-    if info.channels != CHANNELS:
+    if info.channels != CHANNELS and channel is None:
         raise AudioError(
             f"{str(path)!r}: found {info.channels} channels, the model expects 1 (mono); downmix or pick one "
-            f"channel first, e.g. `sox {_q(path)} -c 1 out.wav` or `sox {_q(path)} out.wav remix 1` "
-            f"(refimpl never averages channels silently)"
+            f"channel first, e.g. `sox {_q(path)} -c 1 out.wav` or `sox {_q(path)} out.wav remix 1`, or ask "
+            f"refimpl to (--channel 0 for the first, --channel mean for their average) (refimpl never averages "
+            f"channels silently)"
         )
-    return path
+    if channel is not None and channel != MEAN and not 0 <= int(channel) < info.channels:
+        raise AudioError(
+            f"{str(path)!r}: channel {channel} was asked, the file has {info.channels} "
+            f"({'only channel 0' if info.channels == 1 else f'channels 0..{info.channels - 1}'}); pass one of "
+            f"them (0-based), or mean"
+        )
+    return path, info
+
+
+def _channel_notice(path: Path, channels: int, channel) -> str:
+    if channel == MEAN:
+        return f"{str(path)!r}: averaged its {channels} channels into one (channel mean)"
+    return f"{str(path)!r}: took channel {channel} of its {channels} (channels 0..{channels - 1})"
 
 
 def as_audio(x, *, dtype=DTYPE, notices: list | None = None) -> np.ndarray:

@@ -131,18 +131,31 @@ class Model:
         decoder: str | None = None,
         order: str | None = None,
         notices: list | None = None,
+        resample: bool = False,
+        channel: int | str | None = None,
     ):
         """One file path or float waveform -> Result; a list of them -> list of Results. Files are read and
-        featurised block by block. ``order``: "block" (default, refimpl's engine) or "step"."""
+        featurised block by block. ``order``: "block" (default, refimpl's engine) or "step". ``resample``: a file
+        at another rate is resampled (soxr VHQ) instead of refused; ``channel``: N (0-based) or "mean" makes a
+        multichannel file mono instead of refused (``refimpl.model.audio.load_audio``)."""
         if isinstance(audio, (list, tuple)):
             return [
-                self.transcribe(a, att_context_size=att_context_size, decoder=decoder, order=order, notices=notices)
+                self.transcribe(
+                    a,
+                    att_context_size=att_context_size,
+                    decoder=decoder,
+                    order=order,
+                    notices=notices,
+                    resample=resample,
+                    channel=channel,
+                )
                 for a in audio
             ]
         eng = self.engine_for(att_context_size)
         order = order or eng.orders[-1]
         s = self.stream(att_context_size=att_context_size, decoder=decoder, order=order, notices=notices)
-        for block, checked in _blocks(audio, eng.config.preprocessor.sample_rate, notices):
+        rate = eng.config.preprocessor.sample_rate
+        for block, checked in _blocks(audio, rate, notices, resample=resample, channel=channel):
             s._accept(block, run=True, checked=checked)
         s.input_finished()
         return s.result()
@@ -189,12 +202,21 @@ def _take_step(step, i: int):
     return StepOutput(step.audio_signal[i : i + 1], step.length[i : i + 1], enc, step.active[i : i + 1], decoded)
 
 
-def _blocks(audio, sample_rate: int, notices):
-    """(block, checked): a file read block by block (checked as it is read), or an array as one block."""
+def _blocks(audio, sample_rate: int, notices, *, resample: bool = False, channel=None):
+    """(block, checked): a file read block by block (checked as it is read), or an array as one block (already
+    mono at the model's rate: resample and channel apply to files)."""
     if not isinstance(audio, (str, Path)):
+        if resample or channel is not None:
+            raise ValueError(
+                "resample and channel apply to audio files (their header says the rate and the channels); pass an "
+                f"array as mono samples at {sample_rate} Hz"
+            )
         yield np.asarray(audio), False
         return
-    for block in audio_blocks(audio, sample_rate=sample_rate, block=READ_BLOCK, notices=notices):
+    blocks = audio_blocks(
+        audio, sample_rate=sample_rate, block=READ_BLOCK, notices=notices, resample=resample, channel=channel
+    )
+    for block in blocks:
         yield block, True
 
 

@@ -35,6 +35,9 @@ import argparse
 import json
 import sys
 
+from ...cli_args import max_threads
+from ...cli_args import positive as _positive
+from ...cli_args import threads as _threads
 from ...fast.encoder import BACKENDS
 from ...runtime.engines import IMPLS
 from ...runtime.features import features
@@ -42,7 +45,7 @@ from ...runtime.loop import BLOCK_FRAMES
 from ...runtime.streaming import available_decoders
 from .fresh import cold_jit_seconds, run_child
 from .modes import DEFAULT_MODES, MODES, batch_mode, features_seconds, file_mode, live_mode, step_mode, summarize
-from .setup import bench_audio, bench_blocks, max_threads, open_engines, thread_limits, weight_streaming_floor
+from .setup import bench_audio, bench_blocks, open_engines, thread_limits, weight_streaming_floor
 
 __all__ = ["MODES", "add_bench_parser", "bench_audio", "bench_blocks", "format_report", "run_bench", "step_mode"]
 
@@ -255,26 +258,6 @@ def format_report(r: dict) -> str:
 
 
 # --- command line ------------------------------------------------------------------------------------------
-
-
-def _positive(kind):
-    def parse(text):
-        try:
-            v = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if v <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return v
-
-    return parse
-
-
-def _threads(text):
-    n = _positive(int)(text)
-    if n > max_threads():
-        raise argparse.ArgumentTypeError(f"at most {max_threads()} (the CPUs this process may use), got {n}")
-    return n
 
 
 def _modes(text):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 
 import numpy as np
@@ -17,10 +16,6 @@ from ...runtime.lookahead import parse_att_context_size
 from ...runtime.onnx_engine import OnnxEngine
 
 ENGINES = ("onnxruntime", "refimpl")
-
-
-def max_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @contextlib.contextmanager

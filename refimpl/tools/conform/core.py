@@ -113,9 +113,18 @@ def conform(
     impl: str = "fast",
     threads: int = 1,
     use_package: bool = True,
+    resample: bool = False,
+    channel: int | str | None = None,
+    notices: list | None = None,
 ) -> ConformReport:
-    """Check ``runtime`` on ``audio`` (a file path or 16 kHz samples) with the model folder ``model``."""
-    samples = load_audio(audio) if isinstance(audio, (str, Path)) else np.asarray(audio, np.float32).reshape(-1)
+    """Check ``runtime`` on ``audio`` (a file path or 16 kHz samples) with the model folder ``model``. A file at
+    another rate or with several channels is refused unless ``resample`` / ``channel`` (N or "mean") say what to
+    do (``refimpl.model.audio.load_audio``); notices about the audio go to ``notices`` (None: AudioWarnings)."""
+    samples = (
+        load_audio(audio, resample=resample, channel=channel, notices=notices)
+        if isinstance(audio, (str, Path))
+        else np.asarray(audio, np.float32).reshape(-1)
+    )
     side = open_model(model, weights=weights, head=head, impl=impl)
     rts = open_runtime(
         runtime, model, side, tail_padding_seconds=tail_padding_seconds, threads=threads, use_package=use_package
