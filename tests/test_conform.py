@@ -59,7 +59,7 @@ def test_nemo_control_is_clean_on_every_fixture(model, att):
     assert graph["max_rel"] <= 3e-6  # FIXTURE_WORST_REL: onnxruntime vs refimpl on every call
 
 
-@pytest.mark.parametrize("name", ["sherpa-att-70-13", "sherpa-ctc-att-70-1"])
+@pytest.mark.parametrize("name", ["sherpa-att-70-13", "sherpa-ctc-att-70-13"])
 def test_nemo_control_through_sherpa_graphs_is_clean(name):
     """sherpa's graphs are NeMo's export: driven as NeMo streams, they give NeMo's tokens."""
     r = conform(FOX, PEERS / name, "nemo")

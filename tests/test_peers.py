@@ -130,7 +130,7 @@ def test_sherpa_tokens_match_real(clips, name):
 
 def test_sherpa_before_input_finished(clips):
     """Without input_finished() the last frames are not flushed: fewer frames ready, same rule."""
-    d = PEERS / "sherpa-att-70-1"
+    d = PEERS / "sherpa-att-70-13"
     model = runner.OrtSherpaModel(d)
     x = clips["fox"]
     emu = runner.transcribe(x, model, tail_padding_seconds=0.3, input_finished=False)
@@ -315,4 +315,4 @@ def test_peer_fixtures_are_small_and_relative():
         elif p.suffix in (".json", ".txt", ".md"):
             assert "/work/" not in p.read_text() and "/home/" not in p.read_text(), p
     meta = json.loads((PEERS / "peers.json").read_text())
-    assert meta["lookaheads"] == [[70, 13], [70, 1]]
+    assert meta["lookaheads"] == [[70, 13]]
