@@ -23,6 +23,9 @@ int8 graphs. ``quantize_dynamic`` replaces the MatMul/Conv weights (and the join
 uint8 tensors with one float scale and one uint8 zero point per tensor; the LSTM, biases, norms and
 ``pos_bias_u/v`` stay float32. ``load_peer`` dequantizes them: (q - zero_point) * scale, which differs from the
 float weights by up to half a quantization step (``PeerInfo.dequantized`` lists every such weight).
+
+Why one module over ~350 lines: each peer layout (sherpa-onnx, onnx-asr) needs its detection, its metadata
+checks and its loader together, and both share the int8 dequantisation.
 """
 
 from __future__ import annotations

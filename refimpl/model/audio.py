@@ -11,6 +11,9 @@ Only when asked: ``resample=True`` resamples a file at another rate to the model
 as the file is read: ``soxr.ResampleStream`` gives the samples of a whole-file ``soxr.resample``), and
 ``channel=N`` takes channel N (0-based) of a multichannel file, ``channel="mean"`` the average of its channels;
 each says so in one notice.
+
+Why one module over ~350 lines: every way audio can be wrong (format, rate, channels, truncation) is
+checked here, once, in the block reader that every command uses.
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ up to ~1e-4 in bins of very low energy, where the log magnifies rounding that is
 ``dtype=np.float64`` runs every step in double precision instead (further from NeMo: median 2.5e-7).
 
 Settings that NeMo would run differently from this file, or not at all, are refused by ``check_supported``.
+
+Why one module over ~350 lines: it is NeMo's ``AudioToMelSpectrogramPreprocessor`` step by step (dither,
+pre-emphasis, STFT, mel, log, normalisation) with every setting it refuses; one stage per function, in order.
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ memory stays flat whatever the length; a stream runs each chunk as soon as its m
 "step": the lowest latency), or waits for a block of chunks (order "block": the fastest per second of audio).
 Any split of the audio gives the tokens of the whole file. ``Model.decode_streams`` steps several streams
 together as one batch.
+
+Why one module over ~350 lines: ``Stream`` and ``Model`` are one state machine (audio in, chunks out, state
+carried) and read best side by side; splitting them would put the chunk-ready rule in two files.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Validate a user's arrays for one encoder call before running anything, explain each problem in plain
 words, then run onnxruntime on them and translate its error (``Where ... 20 by 70``) into the input that caused
-it (``refimpl check-inputs``)."""
+it (``refimpl check-inputs``).
+
+Why one module over ~350 lines: one check per encoder input (audio, lengths, each cache), each with its
+plain-words explanation; they are read as a table."""
 
 from __future__ import annotations
 

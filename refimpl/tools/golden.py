@@ -10,6 +10,9 @@ Writing is atomic (``weights_tools.outputs.atomic_write``): the file at ``out`` 
 ``.npz`` appended) and is never seen half-written, even by a second ``record`` racing to the same path. Reading
 checks the header and every recorded array before anything runs: a truncated, edited or foreign file is a
 GoldenFormatError naming what is wrong, never a traceback and never a comparison that passes on missing data.
+
+Why one module over ~350 lines: recording, the file format's checks and verification are one contract; a
+reader who changes one must see the other two.
 """
 
 from __future__ import annotations

@@ -27,6 +27,9 @@ How each figure is measured (``modes`` has the details of each mode):
   pool and Numba's threads, in the parent and the subprocesses.
 - **floor**: one single-row pass of x @ W over every encoder weight matrix (the memory traffic of one step):
   no float32 engine that reads its weights once per chunk can be faster per step.
+
+Why one module over ~350 lines: ``run_bench`` and ``format_report`` share one report layout (the ratios and
+their targets); the timing loops themselves live in the sibling modules.
 """
 
 from __future__ import annotations

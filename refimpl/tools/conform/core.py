@@ -9,6 +9,9 @@ how much, and what it costs.
    float rounding (the tolerance table) or its rule differs where it applies.
 3. The cost of each deviation, in tokens and words on this audio, two ways: the stage alone put into NeMo's
    pipeline (``alone``), and NeMo's stage put back into the runtime's (``if_fixed``: what fixing it recovers).
+
+Why one module over ~350 lines: the attribution (which stage deviates, by how much, what it costs) is one
+algorithm over the pipeline's stages; its report is its output.
 """
 
 from __future__ import annotations
