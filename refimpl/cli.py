@@ -13,12 +13,16 @@ What every command keeps:
 - Audio (transcribe, crosscheck, conform): a file at another rate or with several channels is refused (with the
   sox command that fixes it) unless ``--resample`` (soxr VHQ) or ``--channel N|mean`` say what to do.
 - ``-q/--quiet``: no progress bar (there is none when stderr is not a terminal either).
+
+Why one module over ~350 lines: one parser and one thin handler per command (the work is in ``api`` and
+``tools``); keeping the whole command line in one file keeps its conventions (exit codes, --json) uniform.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import sys
@@ -217,6 +221,30 @@ def _say(text: str, *, err: bool = False, bar=None) -> None:
 def _notes(notes, bar=None) -> None:
     for n in notes:
         _say(f"note: {n}", err=True, bar=bar)
+
+
+def _add_plot_arg(p, what: str) -> None:
+    p.add_argument(
+        "--plot",
+        metavar="OUT.png",
+        help=f"also draw {what} to OUT.png (needs matplotlib: pip install 'refimpl[plots]')",
+    )
+
+
+def _plot_path(args, example: str):
+    """``--plot OUT.png`` checked before any work: a writable path, and matplotlib there to draw it."""
+    if args.plot is None:
+        return None
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ValueError("--plot needs matplotlib, which is not installed: pip install 'refimpl[plots]'")
+    return output_path(args.plot, what="--plot", example=example)
+
+
+def _save_plot(path, make_figure) -> None:
+    from . import plots  # imports matplotlib: only when a picture is asked for
+
+    plots.save(make_figure(plots), path)
+    _say(f"wrote {path}", err=True)
 
 
 def _report_path(args, example: str):
@@ -468,6 +496,7 @@ def _texts(report, tokenizer_model):
 
 def cmd_crosscheck(args) -> int:
     report_path = _report_path(args, "crosscheck.json")
+    plot_path = _plot_path(args, "crosscheck.png")
     notices: list = []
     audio = _audio_input(args, args.model, notices)
     bar = _progress(args)
@@ -496,11 +525,14 @@ def cmd_crosscheck(args) -> int:
         print(format_report(report, texts=_texts(report, plan_onnx(args.model).config.tokenizer_model)))
     if report_path is not None:
         _write(report_path, report.to_json(), "--report")
+    if plot_path is not None:
+        _save_plot(plot_path, lambda plots: plots.divergence_heatmap(report))
     return 0 if report.ok else 1
 
 
 def cmd_conform(args) -> int:
     report_path = _report_path(args, "conform.json")
+    plot_path = _plot_path(args, "conform.png")
     notices: list = []
     report = conform_mod.conform(
         args.audio,
@@ -521,6 +553,8 @@ def cmd_conform(args) -> int:
     print(conform_mod.to_json(report) if args.json else conform_mod.format_report(report))
     if report_path is not None:
         _write(report_path, conform_mod.to_json(report), "--report")
+    if plot_path is not None:
+        _save_plot(plot_path, lambda plots: plots.conform_costs(report))
     return 0 if report.ok else 1
 
 
@@ -667,6 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--float64", action="store_true", help="run refimpl in double precision")
     _add_threads_arg(p)
     _add_report_args(p, "report")
+    _add_plot_arg(p, "the chunk x layer (with --layers) divergence heat map")
     _add_audio_args(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_impl_args(p, default="plain")
@@ -709,6 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emulate", action="store_true", help="use refimpl's emulation even when the package is installed")
     _add_threads_arg(p)
     _add_report_args(p, "report")
+    _add_plot_arg(p, "what each deviating stage costs")
     _add_audio_args(p)
     _add_impl_args(p, default="fast")
     p.set_defaults(func=cmd_conform)

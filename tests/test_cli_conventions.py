@@ -434,3 +434,20 @@ def test_arrays_take_no_audio_options():
     m = api.open_model(M13)
     with pytest.raises(ValueError, match="resample and channel apply to audio files"):
         m.transcribe(np.zeros(1600, np.float32), resample=True)
+
+
+# --- --plot -------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["crosscheck", str(HELLO), "--model", str(M13), "--layers", "-q"],
+        ["conform", str(HELLO), "--model", str(PEERS / "sherpa-att-70-13"), "--runtime", "sherpa-onnx"],
+    ],
+    ids=["crosscheck", "conform"],
+)
+def test_plot_writes_a_png(argv, tmp_path, capsys):
+    out = tmp_path / "pic.png"
+    cli.main([*argv, "--plot", str(out)])
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"wrote {out}" in capsys.readouterr().err
+    line = _error_line(capsys, [*argv, "--plot", str(tmp_path)])  # a folder: refused before any work
+    assert "--plot" in line and "is a folder" in line
