@@ -22,6 +22,7 @@ from refimpl.runtime.engines import open_refimpl
 from refimpl.runtime.features import features
 from refimpl.runtime.loop import iter_stream
 from refimpl.runtime.onnx_engine import OnnxEngine
+from refimpl.tools.conform import conform
 from refimpl.tools.stateless import stream_stateless
 from refimpl.tools.tolerances import FIXTURE_WORST_REL, compare
 
@@ -144,3 +145,27 @@ def test_stateless_export_chunk_by_chunk_loses_words(att):
     stateless = _wer(hyps)
     streaming = _wer({c: NEMO["clips"][c][att_key(att)]["rnnt_text"] for c in CLIPS})
     assert stateless >= STATELESS_WER_AT_LEAST[att] > streaming, (stateless, streaming)
+
+
+def test_conform_names_the_digits_sherpa_onnx_loses_without_tail_padding():
+    """sherpa-onnx (emulated on the cache-aware export; the emulation is checked against the real package in
+    test_peers.py) fed the clip without tail padding never runs its last partial window: "seven oh" is lost, the
+    last_chunk stage alone costs those 2 words and fixing it alone restores NeMo's transcript. With the 0.66 s its
+    examples append, the last chunk is heard and no last_chunk deviation is reported."""
+    clip = DEMO / CLIPS["heldout_v4"]["audio_filepath"]
+    r = conform(clip, DEMO / "att-70-13", "sherpa-onnx", tail_padding_seconds=0.0)
+    assert r.nemo["text"] == CLIPS["heldout_v4"]["text"] == "one oh two six three seven oh"
+    assert r.runtime_result["text"] == "one oh two six three"
+    stages = {d.stage: d for d in r.deviations}
+    assert list(stages) == ["features", "first_chunk", "last_chunk"]
+    assert stages["last_chunk"].effect["words_changed"] == 2 and stages["last_chunk"].if_fixed["words_changed"] == 0
+    assert stages["features"].effect["words_changed"] == stages["first_chunk"].effect["words_changed"] == 0
+    padded = conform(clip, DEMO / "att-70-13", "sherpa-onnx")
+    assert padded.runtime_result["tokens"] == padded.nemo["tokens"]
+    assert [d.stage for d in padded.deviations] == ["features", "first_chunk"]
+
+
+@pytest.mark.parametrize("clip", ["heldout_v4", "long_v0"])
+def test_conform_nemo_control_is_clean_on_the_demo(clip):
+    r = conform(DEMO / CLIPS[clip]["audio_filepath"], DEMO / "att-70-13", "nemo")
+    assert r.ok and r.deviations == [] and r.nemo["text"] == NEMO["clips"][clip]["att-70-13"]["rnnt_text"]
