@@ -24,9 +24,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
-import os
 import sys
-import traceback
 from importlib import metadata
 from pathlib import Path
 
@@ -34,7 +32,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from weights_tools import io_contract, plan_onnx, read_nemo_config
-from weights_tools.errors import one_line
+from weights_tools.cli import run_command
 from weights_tools.outputs import OutputError, atomic_write, output_path
 
 from . import __version__, api, cli_args
@@ -795,29 +793,12 @@ def _command(args) -> str:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    command, debug = _command(args), args.debug
-    try:
+
+    def run() -> int:
         with _thread_limit(args):
             return args.func(args)
-    except BrokenPipeError:  # `refimpl inspect ... | head`: stdout closed early; end quietly like any Unix tool
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        print(f"refimpl {command}: interrupted", file=sys.stderr)
-        return 130
-    except BAD_INPUT as e:
-        if debug:
-            traceback.print_exc()
-        print(f"refimpl {command}: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:
-        if debug:
-            traceback.print_exc()
-        hint = "" if debug else " (rerun with --debug for the traceback)"
-        print(f"refimpl {command}: internal error: {type(e).__name__}: {one_line(e)}{hint}", file=sys.stderr)
-        return 3
+
+    return run_command(f"refimpl {_command(args)}", run, debug=args.debug, bad_input=BAD_INPUT)
 
 
 if __name__ == "__main__":

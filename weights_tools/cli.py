@@ -33,30 +33,37 @@ EXIT_CODES = """exit codes:
 DISTRIBUTION = "refimpl"  # weights_tools ships in refimpl's distribution
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    debug = args.debug
+def run_command(prog: str, run, *, debug: bool, bad_input: tuple) -> int:
+    """``run()`` under the exit-code convention both command lines keep (EXIT_CODES): its own code, 0 on a closed
+    stdout, 2 with one ``prog: error: ...`` line for ``bad_input``, 3 with one line naming any other exception, 130
+    on Ctrl-C; ``debug`` prints the traceback above the line."""
     try:
-        return args.run(args)
-    except BrokenPipeError:  # `weights-tools inspect ... | head`: stdout closed early; end quietly like any Unix tool
+        return run()
+    except BrokenPipeError:  # `... inspect ... | head`: stdout closed early; end quietly like any Unix tool
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
         if debug:
             traceback.print_exc()
-        print("weights-tools: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-    except (ModelLoadError, ConfigError, OutputError, OSError) as e:
+    except bad_input as e:
         if debug:
             traceback.print_exc()
-        print(f"weights-tools: error: {e}", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except Exception as e:
         if debug:
             traceback.print_exc()
         hint = "" if debug else " (rerun with --debug for the traceback)"
-        print(f"weights-tools: internal error: {type(e).__name__}: {one_line(e)}{hint}", file=sys.stderr)
+        print(f"{prog}: internal error: {type(e).__name__}: {one_line(e)}{hint}", file=sys.stderr)
         return 3
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    bad_input = (ModelLoadError, ConfigError, OutputError, OSError)
+    return run_command("weights-tools", lambda: args.run(args), debug=args.debug, bad_input=bad_input)
 
 
 def version() -> str:
